@@ -1,0 +1,844 @@
+"""The socket server: accepts WebSocket connections and dispatches superline.v1 frames.
+
+Theory of operation. Each connection has one reader task that decodes frames with one
+long-lived typed decoder and dispatches on the frame's type: requests and subscribes run
+as their own tasks (replies may come back out of order, as in super-line), everything
+else is handled inline. Every write is synchronous and never waits for the peer: a frame
+is handed to the connection's write buffer, and when that buffer is over
+``backpressure.max_buffered_bytes`` the stated policy applies (close with 1013, or drop
+and count). So a slow or hostile client can only ever hurt itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, Literal, NamedTuple, TypeVar, cast, overload
+from urllib.parse import parse_qsl, urlsplit
+
+import msgspec
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as HttpRequest
+from websockets.http11 import Response as HttpResponse
+from websockets.protocol import State
+
+from superline_zmq import wire
+from superline_zmq.contract import SHARED, Contract, Entry, ServerRequest, Surface
+from superline_zmq.errors import ContractError, ErrorCode, SocketError
+from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
+from superline_zmq.logs import RateLimitedLog
+from superline_zmq.validation import validation_error
+
+log = logging.getLogger("superline_zmq.server")
+
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
+
+Handler = Callable[[Any, Any, "Conn"], Awaitable[Any]]
+Next = Callable[[], Awaitable[Any]]
+Middleware = Callable[[Any, "MiddlewareInfo", Next], Awaitable[Any]]
+MaybeAwaitable = Any
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What ``authenticate`` sees of an upgrade request."""
+
+    transport: str
+    headers: Mapping[str, str]
+    #: The query string as a flat map; a repeated key keeps its last value.
+    query: Mapping[str, str]
+    #: ``"host:port"`` of the peer.
+    peer: str
+    path: str = "/"
+
+
+class Auth(NamedTuple):
+    """``authenticate``'s answer: the granted role and the app's context object.
+
+    A plain ``(role, ctx)`` tuple is accepted too.
+    """
+
+    role: str
+    ctx: Any = None
+
+
+@dataclass(frozen=True)
+class MiddlewareInfo:
+    """What a middleware learns of the operation it wraps."""
+
+    kind: Literal["request", "subscribe"]
+    name: str
+    conn: Conn
+
+
+@dataclass(frozen=True)
+class Backpressure:
+    """Limit on a connection's unsent bytes, and what happens above it."""
+
+    max_buffered_bytes: int = 8 * 1024 * 1024
+    on_exceed: Literal["close", "drop"] = "close"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Server pings every ``interval`` seconds; ``max_missed`` unanswered pings terminate."""
+
+    interval: float = 30.0
+    max_missed: int | None = None
+
+
+@dataclass
+class ServerStats:
+    """Counters of a server; read them with :meth:`SocketServer.statistics`."""
+
+    connections_accepted: int = 0
+    connections_rejected: int = 0
+    frames_in: int = 0
+    requests: int = 0
+    bad_frames: int = 0
+    internal_errors: int = 0
+    dropped_backpressure: int = 0
+    closed_backpressure: int = 0
+    dropped_closed: int = 0
+    reaped: int = 0
+    late_replies: int = 0
+
+
+class Conn:
+    """One live client connection on this node.
+
+    ``data`` is the role's per-connection state: ``None`` until the app sets it (see
+    docs/contract.md for why not a half-built Struct).
+    """
+
+    __slots__ = (
+        "_closed",
+        "_missed",
+        "_server",
+        "_surface",
+        "_topics",
+        "_ws",
+        "close_code",
+        "connected_at",
+        "ctx",
+        "data",
+        "id",
+        "last_ping_at",
+        "last_pong_at",
+        "role",
+    )
+
+    def __init__(
+        self, server: SocketServer, ws: ServerConnection, id: ConnId, role: str, ctx: Any, now: float
+    ) -> None:
+        self._server = server
+        self._ws = ws
+        self._surface = server.contract.surface(role)
+        self._topics: set[str] = set()
+        self._missed = 0
+        self._closed = False
+        self.id = id
+        self.role = role
+        self.ctx = ctx
+        self.data: Any = None
+        self.connected_at = now
+        self.last_ping_at: float | None = None
+        self.last_pong_at: float | None = None
+        self.close_code: int | None = None
+
+    def __repr__(self) -> str:
+        return f"<Conn {self.id} role={self.role}>"
+
+    @property
+    def open(self) -> bool:
+        """True until the connection starts closing."""
+        return not self._closed and self._ws.state is State.OPEN
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the client."""
+        return _peer(self._ws)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes written to this connection that the OS has not taken yet."""
+        transport = self._ws.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def emit(self, event: Entry | str, payload: Any = None) -> None:
+        """Push ``event`` to this connection now (node-local, never blocks).
+
+        Raises ``ValueError`` for an event outside this connection's role surface.
+        """
+        name = self._server.contract.name_of(event)
+        if name not in self._surface.events:
+            raise ValueError(f"event {name!r} is not in role {self.role!r}'s surface")
+        self._server._send(self, self._server._encode(wire.EvtOut(name, payload)))
+
+    @overload
+    async def request(self, name: ServerRequest[I, O], input: I | Any, *, timeout: float = 30.0) -> O: ...
+    @overload
+    async def request(self, name: str, input: Any = None, *, timeout: float = 30.0) -> Any: ...
+    async def request(self, name: Any, input: Any = None, *, timeout: float = 30.0) -> Any:
+        """Ask the client ``name`` and wait for its typed answer.
+
+        Rejects ``TIMEOUT`` after ``timeout`` seconds, ``DISCONNECTED`` if the connection
+        closes first, ``VALIDATION`` if the answer does not fit the output schema, or the
+        client's own error.
+        """
+        return await self._server._server_request(self, name, input, timeout)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close gracefully and wait until the connection is closed."""
+        await self._ws.close(code, reason)
+
+    def terminate(self) -> None:
+        """Drop the TCP connection without a closing handshake (the peer sees 1006)."""
+        if self._ws.transport is not None:
+            self._ws.transport.abort()
+
+
+@dataclass
+class _Route:
+    decoder: wire.Decoder[Any]
+    handler: Handler
+
+
+@dataclass
+class _Pending:
+    future: asyncio.Future[Any]
+    conn: Conn
+    name: str
+    decoder: wire.Decoder[Any]
+
+
+@dataclass
+class _Channel:
+    members: set[Conn] = field(default_factory=set)
+
+
+def _peer(ws: ServerConnection) -> str:
+    addr = ws.remote_address
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host = addr[0]
+        return f"[{host}]:{addr[1]}" if ":" in str(host) else f"{host}:{addr[1]}"
+    return str(addr)
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class SocketServer:
+    """A typed superline.v1 server. Create it with :func:`create_socket_server`."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        *,
+        authenticate: Callable[[Handshake], MaybeAwaitable] | None = None,
+        use: Sequence[Middleware] = (),
+        on_connection: Callable[[Conn], MaybeAwaitable] | None = None,
+        on_disconnect: Callable[[Conn], MaybeAwaitable] | None = None,
+        on_error: Callable[[BaseException, Conn | None], MaybeAwaitable] | None = None,
+        authorize_subscribe: Callable[[str, Any, Conn], MaybeAwaitable] | None = None,
+        max_message_size: int = 1024 * 1024,
+        serializer: wire.SerializerName | wire.Serializer = "json",
+        heartbeat: Heartbeat | Mapping[str, Any] | Literal[False] = True,  # type: ignore[assignment]
+        backpressure: Backpressure | Mapping[str, Any] | None = None,
+        path: str | None = None,
+        node_id: NodeId | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.contract = contract
+        self.node_id: NodeId = node_id or new_node_id()
+        self._authenticate = authenticate
+        self._middleware = tuple(use)
+        self._on_connection = on_connection
+        self._on_disconnect = on_disconnect
+        self._on_error = on_error
+        self._authorize_subscribe = authorize_subscribe
+        self.max_message_size = max_message_size
+        self.serializer = wire.get_serializer(serializer)
+        self._encode = self.serializer.encode
+        self._null = self.serializer.null()
+        self._text = self.serializer.text
+        self._frame_decoder: wire.Decoder[wire.ClientFrame] = self.serializer.decoder(wire.ClientFrame)
+        self.heartbeat = _heartbeat(heartbeat)
+        self.backpressure = _backpressure(backpressure)
+        self._path = path
+        self._clock = clock
+        self._handlers: dict[str, dict[str, Handler]] = {}
+        self._routes: dict[str, dict[str, _Route]] = {role: {} for role in contract.roles}
+        self._conns: dict[ConnId, Conn] = {}
+        self._channels: dict[str, _Channel] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._seq = 0
+        self._conn_seq = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._auth: dict[ServerConnection, tuple[str, Any]] = {}
+        self._server: Server | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.stats = ServerStats()
+        self._rlog = RateLimitedLog(log)
+        self._ping_frame = self._encode(wire.Ping())
+
+    # ------------------------------------------------------------------ setup
+    def implement(self, handlers: Mapping[str, Mapping[str, Handler]]) -> None:
+        """Register request handlers by block: ``{"shared": {...}, "<role>": {...}}``.
+
+        A role block's handler overrides a shared one for that role. Raises
+        ``ContractError`` for an unknown block or a name the block does not declare.
+        """
+        for block, table in handlers.items():
+            if block == SHARED:
+                surface: Surface = self.contract.shared
+            elif block in self.contract.own:
+                surface = self.contract.surface(block)
+            else:
+                raise ContractError(f"implement: unknown block {block!r}; expected 'shared' or a role name")
+            for name, fn in table.items():
+                if name not in surface.requests:
+                    raise ContractError(
+                        f"implement: {block}.{name} is not a client_to_server request of {block!r}"
+                    )
+                if not callable(fn):
+                    raise ContractError(f"implement: {block}.{name} must be an async function")
+                self._handlers.setdefault(block, {})[name] = fn
+        self._build_routes()
+
+    def _build_routes(self) -> None:
+        shared = self._handlers.get(SHARED, {})
+        for role in self.contract.roles:
+            surface = self.contract.surface(role)
+            own = self._handlers.get(role, {})
+            routes: dict[str, _Route] = {}
+            for name, entry in surface.requests.items():
+                fn = own.get(name) or shared.get(name)
+                if fn is not None:
+                    routes[name] = _Route(self.serializer.decoder(entry.input), fn)
+            self._routes[role] = routes
+
+    # ------------------------------------------------------------------ lifecycle
+    async def listen(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Start accepting WebSocket connections on ``host:port`` (0 picks a free port)."""
+        if self._server is not None:
+            raise RuntimeError("this server is already listening")
+        self._server = await serve(
+            self.handler,
+            host,
+            port,
+            process_request=self.process_request,
+            max_size=self.max_message_size,
+            ping_interval=None,
+            compression=None,
+        )
+        self._start_heartbeat()
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on (after :meth:`listen`)."""
+        if self._server is None:
+            raise RuntimeError("the server is not listening; call listen() first")
+        for sock in self._server.sockets:
+            return int(sock.getsockname()[1])
+        raise RuntimeError("the server has no listening socket")
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/`` of the first listening socket."""
+        assert self._server is not None, "not listening"
+        sock = next(iter(self._server.sockets))
+        host, port = sock.getsockname()[:2]
+        return f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
+
+    async def close(self) -> None:
+        """Close every connection gracefully and stop; idempotent."""
+        if self._closing:
+            while self._conns or (self._server is not None and self._server.is_serving()):
+                await asyncio.sleep(0.01)  # another close() is finishing; wait on its effect
+            return
+        self._closing = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        if self._server is not None:
+            self._server.close(close_connections=False)
+        conns = list(self._conns.values())
+        await asyncio.gather(*(c._ws.close(1001, "server shutdown") for c in conns), return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for p in list(self._pending.values()):
+            if not p.future.done():
+                p.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
+        self._pending.clear()
+
+    async def __aenter__(self) -> SocketServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def connections(self) -> list[Conn]:
+        """Connections on this node."""
+        return list(self._conns.values())
+
+    def get(self, id: str) -> Conn | None:
+        """The local connection with this id, or None."""
+        return self._conns.get(ConnId(id))
+
+    def statistics(self) -> dict[str, int]:
+        """A snapshot of this server's counters."""
+        d = dict(vars(self.stats))
+        d["connections"] = len(self._conns)
+        return d
+
+    # ------------------------------------------------------------------ handshake
+    async def process_request(self, connection: ServerConnection, request: HttpRequest) -> HttpResponse | None:
+        """websockets ``process_request`` hook: authenticates before the upgrade (401 on failure)."""
+        url = urlsplit(request.path)
+        if self._path is not None and url.path != self._path:
+            return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        if self._closing:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Shutting down\n")
+        hs = Handshake(
+            transport="websocket",
+            headers=_HeaderView(request.headers),
+            query=dict(parse_qsl(url.query, keep_blank_values=True)),
+            peer=_peer(connection),
+            path=url.path,
+        )
+        try:
+            granted = await self._run_authenticate(hs)
+        except Exception as exc:
+            self.stats.connections_rejected += 1
+            self._rlog.log(logging.INFO, "auth", "rejected upgrade from %s: %s", hs.peer, exc)
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "Unauthorized\n")
+        self._auth[connection] = granted
+        return None
+
+    async def _run_authenticate(self, hs: Handshake) -> tuple[str, Any]:
+        claimed = hs.query.get("role")
+        if self._authenticate is None:
+            if claimed is None:
+                raise SocketError(ErrorCode.UNAUTHORIZED, "no role in the query string")
+            role, ctx = claimed, None
+        else:
+            result = await _maybe_await(self._authenticate(hs))
+            if not isinstance(result, tuple) or len(result) != 2:
+                raise SocketError(ErrorCode.UNAUTHORIZED, "authenticate must return Auth(role, ctx)")
+            role, ctx = result
+        if role not in self.contract.own:
+            raise SocketError(ErrorCode.UNAUTHORIZED, f"role {role!r} is not in the contract")
+        if claimed is not None and claimed != role:
+            raise SocketError(ErrorCode.UNAUTHORIZED, f"role {claimed!r} was claimed but {role!r} granted")
+        return role, ctx
+
+    # ------------------------------------------------------------------ connection
+    async def handler(self, ws: ServerConnection) -> None:
+        """websockets connection handler; usable inside your own ``websockets`` server.
+
+        Pass ``process_request=srv.process_request`` too, so authentication can answer
+        401 before the upgrade; without it, a refused handshake is closed with 4401.
+        """
+        granted = self._auth.pop(ws, None)
+        if granted is None:
+            try:
+                granted = await self._run_authenticate(
+                    Handshake("websocket", _HeaderView(ws.request.headers) if ws.request else {},
+                              dict(parse_qsl(urlsplit(ws.request.path).query)) if ws.request else {},
+                              _peer(ws))
+                )
+            except Exception as exc:
+                self.stats.connections_rejected += 1
+                await ws.close(4401, str(exc).encode()[:123].decode(errors="ignore"))
+                return
+        role, ctx = granted
+        self._conn_seq += 1
+        conn = Conn(self, ws, make_conn_id(self.node_id, self._conn_seq), role, ctx, self._clock())
+        self._conns[conn.id] = conn
+        self.stats.connections_accepted += 1
+        try:
+            self._send(conn, self._encode(wire.EnvOut(None)))
+            if self._on_connection is not None:
+                try:
+                    await _maybe_await(self._on_connection(conn))
+                except Exception as exc:
+                    self._report(exc, conn)
+                    await ws.close(1011, "on_connection failed")
+                    return
+            await self._read_loop(conn)
+        finally:
+            await self._drop(conn)
+
+    async def _read_loop(self, conn: Conn) -> None:
+        ws = conn._ws
+        decode = self._frame_decoder.decode
+        stats = self.stats
+        try:
+            async for msg in ws:
+                stats.frames_in += 1
+                try:
+                    frame = decode(msg)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    self._bad_frame(conn, msg, exc)
+                    continue
+                kind = type(frame)
+                if kind is wire.Req:
+                    self._on_req(conn, cast(wire.Req, frame))
+                elif kind is wire.Pong:
+                    conn._missed = 0
+                    conn.last_pong_at = self._clock()
+                elif kind is wire.SRes or kind is wire.SErr:
+                    self._on_answer(conn, cast("wire.SRes | wire.SErr", frame))
+                elif kind is wire.Sub:
+                    self._spawn(self._on_sub(conn, cast(wire.Sub, frame)))
+                elif kind is wire.Unsub:
+                    self._leave_topic(conn, cast(wire.Unsub, frame).c)
+                # a client ping is ignored, as the TS server does (PROTOCOL §3.1)
+        except ConnectionClosed:
+            pass
+
+    async def _drop(self, conn: Conn) -> None:
+        conn._closed = True
+        conn.close_code = conn._ws.close_code
+        self._conns.pop(conn.id, None)
+        for name in list(conn._topics):
+            self._leave_topic(conn, name)
+        for i, p in list(self._pending.items()):
+            if p.conn is conn:
+                del self._pending[i]
+                if not p.future.done():
+                    p.future.set_exception(
+                        SocketError(ErrorCode.DISCONNECTED, f"connection {conn.id} closed before answering")
+                    )
+        if self._on_disconnect is not None:
+            try:
+                await _maybe_await(self._on_disconnect(conn))
+            except Exception as exc:
+                self._report(exc, conn)
+
+    def _bad_frame(self, conn: Conn, msg: bytes | str, exc: Exception) -> None:
+        self.stats.bad_frames += 1
+        t, i = wire.frame_id(self.serializer, msg)
+        if i is not None:
+            if t in wire.COLLECTION_TAGS_WITH_ID:
+                self._send_err(conn, i, ErrorCode.NOT_FOUND, f"Unknown message: {t} (collections are not supported)")
+            else:
+                self._send_err(conn, i, ErrorCode.BAD_REQUEST, f"Bad frame: {exc}")
+        self._rlog.log(
+            logging.WARNING, "bad_frame", "dropped a bad frame from %s (%s): %s", conn.id, conn.peer, exc
+        )
+
+    # ------------------------------------------------------------------ requests
+    def _on_req(self, conn: Conn, frame: wire.Req) -> None:
+        self.stats.requests += 1
+        route = self._routes[conn.role].get(frame.m)
+        if route is None:
+            self._send_err(conn, frame.i, ErrorCode.NOT_FOUND, f"Unknown message: {frame.m}")
+            return
+        self._spawn(self._run_req(conn, frame, route))
+
+    async def _run_req(self, conn: Conn, frame: wire.Req, route: _Route) -> None:
+        try:
+            if self._middleware:
+                result = await self._chain(
+                    conn, MiddlewareInfo("request", frame.m, conn), lambda: self._call(conn, frame, route)
+                )
+            else:
+                result = await self._call(conn, frame, route)
+            data = self._encode(wire.ResOut(frame.i, result))
+        except SocketError as exc:
+            self._send_err(conn, frame.i, exc.code, exc.message, exc.data)
+            return
+        except Exception as exc:
+            self._internal(conn, frame.i, exc)
+            return
+        self._send(conn, data)
+
+    async def _call(self, conn: Conn, frame: wire.Req, route: _Route) -> Any:
+        try:
+            value = wire.payload(frame.d, route.decoder, self._null)
+        except msgspec.ValidationError as exc:
+            raise validation_error(exc, f"input of {frame.m!r}") from exc
+        return await route.handler(value, conn.ctx, conn)
+
+    async def _chain(self, conn: Conn, info: MiddlewareInfo, final: Next) -> Any:
+        middleware = self._middleware
+        reached = False
+
+        async def step(k: int) -> Any:
+            nonlocal reached
+            if k == len(middleware):
+                reached = True
+                return await final()
+            return await middleware[k](conn.ctx, info, lambda: step(k + 1))
+
+        result = await step(0)
+        if not reached:
+            raise RuntimeError(f"a middleware returned without calling next() or raising ({info.kind} {info.name})")
+        return result
+
+    def _internal(self, conn: Conn | None, i: int | None, exc: BaseException) -> None:
+        self.stats.internal_errors += 1
+        if conn is not None and i is not None:
+            self._send_err(conn, i, ErrorCode.INTERNAL, "Internal server error")
+        self._report(exc, conn)
+
+    def _report(self, exc: BaseException, conn: Conn | None) -> None:
+        if self._on_error is None:
+            log.error("unhandled error on %s", conn, exc_info=exc)
+            return
+        try:
+            result = self._on_error(exc, conn)
+            if inspect.isawaitable(result):
+                self._spawn(_maybe_await(result))
+        except Exception:
+            log.exception("on_error raised")
+
+    # ------------------------------------------------------------------ topics
+    async def _on_sub(self, conn: Conn, frame: wire.Sub) -> None:
+        name = frame.c
+        ns = conn._surface.topic_ns.get(name)
+        if ns is None:
+            self._send_err(conn, frame.i, ErrorCode.NOT_FOUND, f"Unknown topic: {name}")
+            return
+        try:
+            if self._middleware:
+                await self._chain(conn, MiddlewareInfo("subscribe", name, conn), lambda: self._authorize(conn, name))
+            else:
+                await self._authorize(conn, name)
+        except SocketError as exc:
+            self._send_err(conn, frame.i, exc.code, exc.message, exc.data)
+            return
+        except Exception as exc:
+            self._internal(conn, frame.i, exc)
+            return
+        if conn._closed:
+            return
+        conn._topics.add(name)
+        self._channels.setdefault(f"t:{ns}:{name}", _Channel()).members.add(conn)
+        self._send(conn, self._encode(wire.ResOut(frame.i, None)))
+
+    async def _authorize(self, conn: Conn, name: str) -> None:
+        if self._authorize_subscribe is None:
+            return
+        if not await _maybe_await(self._authorize_subscribe(name, conn.ctx, conn)):
+            raise SocketError(ErrorCode.FORBIDDEN, f"Subscribe denied: {name}")
+
+    def _leave_topic(self, conn: Conn, name: str) -> None:
+        if name not in conn._topics:
+            return
+        conn._topics.discard(name)
+        key = f"t:{conn._surface.topic_ns[name]}:{name}"
+        ch = self._channels.get(key)
+        if ch is not None:
+            ch.members.discard(conn)
+            if not ch.members:
+                del self._channels[key]
+
+    def publish(self, topic: Entry | str, payload: Any) -> None:
+        """Publish to every subscriber of a shared topic (encoded once)."""
+        name = self.contract.name_of(topic)
+        if name not in self.contract.shared.topics:
+            raise ValueError(f"{name!r} is not a shared topic; use for_role(role).publish for role topics")
+        self._fanout(f"t:{SHARED}:{name}", self._encode(wire.PubOut(name, payload, self.node_id)))
+
+    def for_role(self, role: str) -> RoleLens:
+        """Publish to a role's own topics: ``srv.for_role("user").publish(...)``."""
+        if role not in self.contract.own:
+            raise ValueError(f"unknown role {role!r}")
+        return RoleLens(self, role)
+
+    def _fanout(self, channel: str, data: bytes) -> None:
+        ch = self._channels.get(channel)
+        if ch is None:
+            return
+        for conn in list(ch.members):
+            self._send(conn, data)
+
+    # ------------------------------------------------------------------ server -> client requests
+    async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float) -> Any:
+        n = self.contract.name_of(name)
+        entry = conn._surface.server_requests.get(n)
+        if entry is None:
+            raise ValueError(f"server request {n!r} is not in role {conn.role!r}'s surface")
+        if conn._closed:
+            raise SocketError(ErrorCode.DISCONNECTED, f"connection {conn.id} is closed")
+        self._seq += 1
+        i = self._seq
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[i] = _Pending(fut, conn, n, self.serializer.decoder(entry.output))
+        try:
+            self._send(conn, self._encode(wire.SReqOut(i, n, input)))
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}' timed out") from None
+        finally:
+            self._pending.pop(i, None)
+
+    def _on_answer(self, conn: Conn, frame: wire.SRes | wire.SErr) -> None:
+        p = self._pending.get(frame.i)
+        if p is None or p.conn is not conn or p.future.done():
+            self.stats.late_replies += 1
+            return
+        if isinstance(frame, wire.SErr):
+            p.future.set_exception(SocketError(frame.code, frame.m, None if frame.d is msgspec.UNSET else frame.d))
+            return
+        try:
+            p.future.set_result(wire.payload(frame.d, p.decoder, self._null))
+        except msgspec.ValidationError as exc:
+            p.future.set_exception(validation_error(exc, f"answer to {p.name!r}"))
+
+    # ------------------------------------------------------------------ sending
+    def _send(self, conn: Conn, data: bytes) -> None:
+        """Hand ``data`` to the connection's write buffer under the backpressure policy."""
+        ws = conn._ws
+        if ws.state is not State.OPEN:
+            self.stats.dropped_closed += 1
+            return
+        bp = self.backpressure
+        if bp is not None and ws.transport is not None:
+            if ws.transport.get_write_buffer_size() + len(data) > bp.max_buffered_bytes:
+                self._over_limit(conn, len(data))
+                return
+        broadcast((ws,), data, text=self._text)
+
+    def _over_limit(self, conn: Conn, size: int) -> None:
+        bp = self.backpressure
+        assert bp is not None
+        if bp.on_exceed == "drop":
+            self.stats.dropped_backpressure += 1
+            self._rlog.log(
+                logging.WARNING, "bp_drop", "dropped a %d-byte frame to %s: over %d buffered bytes",
+                size, conn.id, bp.max_buffered_bytes,
+            )
+            return
+        self.stats.closed_backpressure += 1
+        self._rlog.log(
+            logging.WARNING, "bp_close", "closing %s with 1013: over %d buffered bytes", conn.id,
+            bp.max_buffered_bytes,
+        )
+        conn._closed = True
+        self._spawn(conn._ws.close(1013, "backpressure limit exceeded"))
+
+    def _send_err(self, conn: Conn, i: int, code: str, message: str, data: Any = None) -> None:
+        frame = wire.Err(code, message, i, msgspec.UNSET if data is None else data)
+        try:
+            encoded = self._encode(frame)
+        except (TypeError, ValueError) as exc:  # error data that cannot be serialized
+            self._report(exc, conn)
+            encoded = self._encode(wire.Err(code, message, i))
+        self._send(conn, encoded)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ heartbeat
+    def _start_heartbeat(self) -> None:
+        if self.heartbeat is not None and self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop(self.heartbeat))
+
+    async def _heartbeat_loop(self, hb: Heartbeat) -> None:
+        while True:
+            await asyncio.sleep(hb.interval)
+            self.tick_heartbeat()
+
+    def tick_heartbeat(self) -> None:
+        """Run one heartbeat tick now: ping every connection, reap those over ``max_missed``."""
+        hb = self.heartbeat
+        max_missed = hb.max_missed if hb is not None else None
+        now = self._clock()
+        ping = self._ping_frame
+        alive: list[ServerConnection] = []
+        for conn in list(self._conns.values()):
+            if max_missed is not None and conn._missed >= max_missed:
+                self.stats.reaped += 1
+                self._rlog.log(logging.INFO, "reap", "terminating %s: %d pings unanswered", conn.id, conn._missed)
+                conn.terminate()
+                continue
+            conn._missed += 1
+            conn.last_ping_at = now
+            alive.append(conn._ws)
+        broadcast(alive, ping, text=self._text)
+
+
+class RoleLens:
+    """Publishes to one role's own topics."""
+
+    def __init__(self, server: SocketServer, role: str) -> None:
+        self._server = server
+        self.role = role
+
+    def publish(self, topic: Entry | str, payload: Any) -> None:
+        """Publish to this role's subscribers of ``topic`` (a role topic or a shared one)."""
+        srv = self._server
+        name = srv.contract.name_of(topic)
+        ns = srv.contract.surface(self.role).topic_ns.get(name)
+        if ns is None:
+            raise ValueError(f"{name!r} is not a topic of role {self.role!r}")
+        if ns == SHARED:
+            srv.publish(name, payload)
+            return
+        srv._fanout(f"t:{ns}:{name}", srv._encode(wire.PubOut(name, payload, srv.node_id)))
+
+
+class _HeaderView(Mapping[str, str]):
+    """Case-insensitive read-only view of request headers (last value of a repeated header)."""
+
+    def __init__(self, headers: Headers) -> None:
+        self._h = headers
+
+    def __getitem__(self, key: str) -> str:
+        values = self._h.get_all(key)
+        if not values:
+            raise KeyError(key)
+        return values[-1]
+
+    def __iter__(self) -> Any:
+        return iter(dict.fromkeys(k.lower() for k in self._h))
+
+    def __len__(self) -> int:
+        return len(set(k.lower() for k in self._h))
+
+
+def _heartbeat(spec: Heartbeat | Mapping[str, Any] | bool) -> Heartbeat | None:
+    if spec is False:
+        return None
+    if spec is True:
+        return Heartbeat()
+    if isinstance(spec, Heartbeat):
+        return spec
+    return Heartbeat(**spec)
+
+
+def _backpressure(spec: Backpressure | Mapping[str, Any] | None) -> Backpressure | None:
+    if spec is None:
+        return Backpressure()
+    if isinstance(spec, Backpressure):
+        return spec
+    return Backpressure(**spec)
+
+
+#: Create a :class:`SocketServer` for a contract (the name super-line users know).
+create_socket_server = SocketServer
