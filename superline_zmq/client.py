@@ -129,6 +129,7 @@ class Client:
         self._decoders: dict[int, wire.Decoder[Any]] = {}
         self._ws: ClientConnection | None = None
         self._opened: asyncio.Event = asyncio.Event()
+        self._released = asyncio.Event()
         self._closed = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -160,7 +161,10 @@ class Client:
         while not self._closed:
             try:
                 ws = await ws_connect(
-                    self.url, max_size=self.max_message_size, ping_interval=None, compression=None,
+                    self.url,
+                    max_size=self.max_message_size,
+                    ping_interval=None,
+                    compression=None,
                     open_timeout=self.open_timeout,
                 )
             except InvalidStatus as exc:
@@ -209,6 +213,9 @@ class Client:
         self._opened.set()
         if self._first is not None and not self._first.done():
             self._first.set_result(None)
+            # Read nothing until connect() has returned: handlers its caller registers
+            # right away then see the frames the server pushes at accept.
+            await self._released.wait()
         try:
             await self._read_loop(ws)
         finally:
@@ -517,4 +524,5 @@ async def connect(contract: Contract, url: str, *, role: str, **options: Any) ->
     """
     client = Client(contract, url, role=role, **options)
     await client._start()
+    client._released.set()
     return client

@@ -1,7 +1,7 @@
 """Contracts: what each role may call, receive, subscribe to and be asked (pure).
 
 A contract has a ``shared`` block and one block per role; a role's effective surface is
-shared ∪ its own block. Entries are made with :func:`request`, :func:`event`,
+shared + its own block. Entries are made with :func:`request`, :func:`event`,
 :func:`topic` and :func:`server_request`; their schemas are any type msgspec can
 validate (``Struct``, ``TypedDict``, dataclass, builtins, ``None`` for "no payload").
 
@@ -90,7 +90,7 @@ def server_request(input: type[I] | Any, output: type[O] | Any = _MISSING) -> Se
 
 @dataclass(frozen=True)
 class Surface:
-    """One block of a contract, or a role's effective surface (shared ∪ own)."""
+    """One block of a contract, or a role's effective surface (shared + own)."""
 
     name: str
     requests: Mapping[str, Request[Any, Any]]
@@ -223,9 +223,7 @@ def _block(where: str, spec: Mapping[str, Any], seen: dict[int, str]) -> Surface
         elif isinstance(e, ServerRequest):
             _check_schema(path, "input", e.input)
             if e.output is _MISSING:
-                raise ContractError(
-                    f"{path}: a server request needs an output schema: server_request(Input, Output)"
-                )
+                raise ContractError(f"{path}: a server request needs an output schema: server_request(Input, Output)")
             _check_schema(path, "output", e.output)
             sreqs[name] = e
         else:

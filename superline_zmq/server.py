@@ -12,7 +12,6 @@ and count). So a slow or hostile client can only ever hurt itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import time
@@ -137,9 +136,7 @@ class Conn:
         "role",
     )
 
-    def __init__(
-        self, server: SocketServer, ws: ServerConnection, id: ConnId, role: str, ctx: Any, now: float
-    ) -> None:
+    def __init__(self, server: SocketServer, ws: ServerConnection, id: ConnId, role: str, ctx: Any, now: float) -> None:
         self._server = server
         self._ws = ws
         self._surface = server.contract.surface(role)
@@ -291,6 +288,7 @@ class SocketServer:
         self._server: Server | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = asyncio.Event()
         self.stats = ServerStats()
         self._rlog = RateLimitedLog(log)
         self._ping_frame = self._encode(wire.Ping())
@@ -311,9 +309,7 @@ class SocketServer:
                 raise ContractError(f"implement: unknown block {block!r}; expected 'shared' or a role name")
             for name, fn in table.items():
                 if name not in surface.requests:
-                    raise ContractError(
-                        f"implement: {block}.{name} is not a client_to_server request of {block!r}"
-                    )
+                    raise ContractError(f"implement: {block}.{name} is not a client_to_server request of {block!r}")
                 if not callable(fn):
                     raise ContractError(f"implement: {block}.{name} must be an async function")
                 self._handlers.setdefault(block, {})[name] = fn
@@ -367,26 +363,28 @@ class SocketServer:
     async def close(self) -> None:
         """Close every connection gracefully and stop; idempotent."""
         if self._closing:
-            while self._conns or (self._server is not None and self._server.is_serving()):
-                await asyncio.sleep(0.01)  # another close() is finishing; wait on its effect
+            await self._closed.wait()  # another close() is finishing
             return
         self._closing = True
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-        if self._server is not None:
-            self._server.close(close_connections=False)
-        conns = list(self._conns.values())
-        await asyncio.gather(*(c._ws.close(1001, "server shutdown") for c in conns), return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for p in list(self._pending.values()):
-            if not p.future.done():
-                p.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
-        self._pending.clear()
+        try:
+            if self._heartbeat_task is not None:
+                self._heartbeat_task.cancel()
+            if self._server is not None:
+                self._server.close(close_connections=False)
+            conns = list(self._conns.values())
+            await asyncio.gather(*(c._ws.close(1001, "server shutdown") for c in conns), return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+            for t in list(self._tasks):
+                t.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            for p in list(self._pending.values()):
+                if not p.future.done():
+                    p.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
+            self._pending.clear()
+        finally:
+            self._closed.set()
 
     async def __aenter__(self) -> SocketServer:
         return self
@@ -462,9 +460,12 @@ class SocketServer:
         if granted is None:
             try:
                 granted = await self._run_authenticate(
-                    Handshake("websocket", _HeaderView(ws.request.headers) if ws.request else {},
-                              dict(parse_qsl(urlsplit(ws.request.path).query)) if ws.request else {},
-                              _peer(ws))
+                    Handshake(
+                        "websocket",
+                        _HeaderView(ws.request.headers) if ws.request else {},
+                        dict(parse_qsl(urlsplit(ws.request.path).query)) if ws.request else {},
+                        _peer(ws),
+                    )
                 )
             except Exception as exc:
                 self.stats.connections_rejected += 1
@@ -543,9 +544,7 @@ class SocketServer:
                 self._send_err(conn, i, ErrorCode.NOT_FOUND, f"Unknown message: {t} (collections are not supported)")
             else:
                 self._send_err(conn, i, ErrorCode.BAD_REQUEST, f"Bad frame: {exc}")
-        self._rlog.log(
-            logging.WARNING, "bad_frame", "dropped a bad frame from %s (%s): %s", conn.id, conn.peer, exc
-        )
+        self._rlog.log(logging.WARNING, "bad_frame", "dropped a bad frame from %s (%s): %s", conn.id, conn.peer, exc)
 
     # ------------------------------------------------------------------ requests
     def _on_req(self, conn: Conn, frame: wire.Req) -> None:
@@ -728,13 +727,20 @@ class SocketServer:
         if bp.on_exceed == "drop":
             self.stats.dropped_backpressure += 1
             self._rlog.log(
-                logging.WARNING, "bp_drop", "dropped a %d-byte frame to %s: over %d buffered bytes",
-                size, conn.id, bp.max_buffered_bytes,
+                logging.WARNING,
+                "bp_drop",
+                "dropped a %d-byte frame to %s: over %d buffered bytes",
+                size,
+                conn.id,
+                bp.max_buffered_bytes,
             )
             return
         self.stats.closed_backpressure += 1
         self._rlog.log(
-            logging.WARNING, "bp_close", "closing %s with 1013: over %d buffered bytes", conn.id,
+            logging.WARNING,
+            "bp_close",
+            "closing %s with 1013: over %d buffered bytes",
+            conn.id,
             bp.max_buffered_bytes,
         )
         conn._closed = True

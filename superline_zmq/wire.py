@@ -18,6 +18,7 @@ import msgspec
 from msgspec import UNSET, Raw, Struct, UnsetType
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 PROTOCOL: Final = "superline.v1"
 
@@ -176,10 +177,10 @@ COLLECTION_TAGS_WITH_ID: Final = frozenset({"csub", "cbat", "cdopen", "cdwr"})
 
 
 # ---------------------------------------------------------------- serializers
-class Decoder(Protocol[T]):
+class Decoder(Protocol[T_co]):
     """A long-lived typed decoder (``msgspec.json.Decoder`` or ``msgspec.msgpack.Decoder``)."""
 
-    def decode(self, buf: bytes | str, /) -> T: ...
+    def decode(self, buf: Any, /) -> T_co: ...
 
 
 class Serializer(Protocol):
@@ -254,7 +255,7 @@ def get_serializer(spec: SerializerName | Serializer) -> Serializer:
 
 def payload(raw: Raw | UnsetType, decoder: Decoder[T], null: bytes) -> T:
     """Decode a frame's ``d`` with its typed decoder; a missing ``d`` decodes as null."""
-    return decoder.decode(null if raw is UNSET else raw)  # type: ignore[arg-type]
+    return decoder.decode(null if raw is UNSET else raw)
 
 
 def frame_id(serializer: Serializer, buf: bytes | str) -> tuple[Any, Any]:
