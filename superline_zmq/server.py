@@ -411,18 +411,11 @@ class SocketServer:
     # ------------------------------------------------------------------ handshake
     async def process_request(self, connection: ServerConnection, request: HttpRequest) -> HttpResponse | None:
         """websockets ``process_request`` hook: authenticates before the upgrade (401 on failure)."""
-        url = urlsplit(request.path)
-        if self._path is not None and url.path != self._path:
+        hs = _handshake(connection, request)
+        if self._path is not None and hs.path != self._path:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
         if self._closing:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Shutting down\n")
-        hs = Handshake(
-            transport="websocket",
-            headers=_HeaderView(request.headers),
-            query=dict(parse_qsl(url.query, keep_blank_values=True)),
-            peer=_peer(connection),
-            path=url.path,
-        )
         try:
             granted = await self._run_authenticate(hs)
         except Exception as exc:
@@ -459,14 +452,9 @@ class SocketServer:
         granted = self._auth.pop(ws, None)
         if granted is None:
             try:
-                granted = await self._run_authenticate(
-                    Handshake(
-                        "websocket",
-                        _HeaderView(ws.request.headers) if ws.request else {},
-                        dict(parse_qsl(urlsplit(ws.request.path).query)) if ws.request else {},
-                        _peer(ws),
-                    )
-                )
+                if ws.request is None:
+                    raise SocketError(ErrorCode.UNAUTHORIZED, "no handshake request")
+                granted = await self._run_authenticate(_handshake(ws, ws.request))
             except Exception as exc:
                 self.stats.connections_rejected += 1
                 await ws.close(4401, str(exc).encode()[:123].decode(errors="ignore"))
@@ -807,6 +795,17 @@ class RoleLens:
             srv.publish(name, payload)
             return
         srv._fanout(f"t:{ns}:{name}", srv._encode(wire.PubOut(name, payload, srv.node_id)))
+
+
+def _handshake(connection: ServerConnection, request: HttpRequest) -> Handshake:
+    url = urlsplit(request.path)
+    return Handshake(
+        transport="websocket",
+        headers=_HeaderView(request.headers),
+        query=dict(parse_qsl(url.query, keep_blank_values=True)),
+        peer=_peer(connection),
+        path=url.path,
+    )
 
 
 class _HeaderView(Mapping[str, str]):

@@ -150,7 +150,7 @@ class EvtOut(Struct, tag_field="t", tag="evt", frozen=True):
     d: Any = None
 
 
-class PubOut(Struct, tag_field="t", tag="pub", frozen=True, omit_defaults=True):
+class PubOut(Struct, tag_field="t", tag="pub", frozen=True):
     """Outbound ``pub``; ``nd`` names the publishing node."""
 
     c: str
