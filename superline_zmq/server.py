@@ -16,7 +16,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal, NamedTuple, TypeVar, cast, overload
 from urllib.parse import parse_qsl, urlsplit
@@ -30,6 +30,9 @@ from websockets.http11 import Response as HttpResponse
 from websockets.protocol import State
 
 from superline_zmq import wire
+from superline_zmq.adapter import Adapter
+from superline_zmq.adapters.memory import MemoryAdapter
+from superline_zmq.channels import ChannelTable
 from superline_zmq.contract import SHARED, Contract, Entry, ServerRequest, Surface
 from superline_zmq.errors import ContractError, ErrorCode, SocketError
 from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
@@ -110,6 +113,8 @@ class ServerStats:
     dropped_closed: int = 0
     reaped: int = 0
     late_replies: int = 0
+    dropped_no_channel: int = 0
+    bad_cluster_messages: int = 0
 
 
 class Conn:
@@ -122,6 +127,7 @@ class Conn:
     __slots__ = (
         "_closed",
         "_missed",
+        "_rooms",
         "_server",
         "_surface",
         "_topics",
@@ -141,6 +147,7 @@ class Conn:
         self._ws = ws
         self._surface = server.contract.surface(role)
         self._topics: set[str] = set()
+        self._rooms: set[str] = set()
         self._missed = 0
         self._closed = False
         self.id = id
@@ -164,6 +171,16 @@ class Conn:
     def peer(self) -> str:
         """``host:port`` of the client."""
         return _peer(self._ws)
+
+    @property
+    def rooms(self) -> frozenset[str]:
+        """The rooms this connection is in."""
+        return frozenset(self._rooms)
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this connection subscribes to."""
+        return frozenset(self._topics)
 
     @property
     def buffered_bytes(self) -> int:
@@ -218,9 +235,15 @@ class _Pending:
     decoder: wire.Decoder[Any]
 
 
-@dataclass
-class _Channel:
-    members: set[Conn] = field(default_factory=set)
+@dataclass(frozen=True)
+class BusMeta:
+    """Where a bus message came from."""
+
+    #: The node that published it (this node's own id for the local echo).
+    origin: NodeId
+
+
+BusListener = Callable[[Any, BusMeta], Any]
 
 
 def _peer(ws: ServerConnection) -> str:
@@ -255,6 +278,8 @@ class SocketServer:
         heartbeat: Heartbeat | Mapping[str, Any] | Literal[False] = True,  # type: ignore[assignment]
         backpressure: Backpressure | Mapping[str, Any] | None = None,
         path: str | None = None,
+        adapter: Adapter | None = None,
+        validate_outgoing: bool = False,
         node_id: NodeId | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -279,7 +304,14 @@ class SocketServer:
         self._handlers: dict[str, dict[str, Handler]] = {}
         self._routes: dict[str, dict[str, _Route]] = {role: {} for role in contract.roles}
         self._conns: dict[ConnId, Conn] = {}
-        self._channels: dict[str, _Channel] = {}
+        #: The adapter linking this node to the others (a private in-process one by default).
+        self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
+        self._channels: ChannelTable[Conn] = ChannelTable(self.adapter, self._spawn)
+        self._started = False
+        self._validate_out = validate_outgoing
+        self._out_decoders: dict[int, wire.Decoder[Any]] = {}
+        self._pub_decoder: wire.Decoder[wire.Pub] = self.serializer.decoder(wire.Pub)
+        self._evt_decoder: wire.Decoder[wire.Evt] = self.serializer.decoder(wire.Evt)
         self._pending: dict[int, _Pending] = {}
         self._seq = 0
         self._conn_seq = 0
@@ -332,6 +364,7 @@ class SocketServer:
         """Start accepting WebSocket connections on ``host:port`` (0 picks a free port)."""
         if self._server is not None:
             raise RuntimeError("this server is already listening")
+        await self.start()
         self._server = await serve(
             self.handler,
             host,
@@ -341,6 +374,17 @@ class SocketServer:
             ping_interval=None,
             compression=None,
         )
+
+    async def start(self) -> None:
+        """Join the cluster through the adapter and start the heartbeat; idempotent.
+
+        :meth:`listen` calls it; call it yourself when you embed :meth:`handler` in your
+        own ``websockets`` server.
+        """
+        if self._started:
+            return
+        self._started = True
+        await self.adapter.start(self.node_id, self._on_channel, self._on_direct)
         self._start_heartbeat()
 
     @property
@@ -383,6 +427,9 @@ class SocketServer:
                 if not p.future.done():
                     p.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             self._pending.clear()
+            await self._channels.drain()
+            if self._started:
+                await self.adapter.close()
         finally:
             self._closed.set()
 
@@ -460,6 +507,8 @@ class SocketServer:
                 await ws.close(4401, str(exc).encode()[:123].decode(errors="ignore"))
                 return
         role, ctx = granted
+        if not self._started:
+            await self.start()
         self._conn_seq += 1
         conn = Conn(self, ws, make_conn_id(self.node_id, self._conn_seq), role, ctx, self._clock())
         self._conns[conn.id] = conn
@@ -511,6 +560,8 @@ class SocketServer:
         self._conns.pop(conn.id, None)
         for name in list(conn._topics):
             self._leave_topic(conn, name)
+        for room in list(conn._rooms):
+            self._leave_room(conn, room)
         for i, p in list(self._pending.items()):
             if p.conn is conn:
                 del self._pending[i]
@@ -620,8 +671,15 @@ class SocketServer:
             return
         if conn._closed:
             return
-        conn._topics.add(name)
-        self._channels.setdefault(f"t:{ns}:{name}", _Channel()).members.add(conn)
+        if name not in conn._topics:
+            conn._topics.add(name)
+            ch = self._channels.add_member(f"t:{ns}:{name}", conn)
+            try:
+                await asyncio.shield(ch.live)
+            except Exception as exc:
+                self._leave_topic(conn, name)
+                self._internal(conn, frame.i, exc)
+                return
         self._send(conn, self._encode(wire.ResOut(frame.i, None)))
 
     async def _authorize(self, conn: Conn, name: str) -> None:
@@ -634,19 +692,27 @@ class SocketServer:
         if name not in conn._topics:
             return
         conn._topics.discard(name)
-        key = f"t:{conn._surface.topic_ns[name]}:{name}"
-        ch = self._channels.get(key)
-        if ch is not None:
-            ch.members.discard(conn)
-            if not ch.members:
-                del self._channels[key]
+        self._channels.remove_member(f"t:{conn._surface.topic_ns[name]}:{name}", conn)
 
     def publish(self, topic: Entry | str, payload: Any) -> None:
         """Publish to every subscriber of a shared topic (encoded once)."""
         name = self.contract.name_of(topic)
-        if name not in self.contract.shared.topics:
+        entry = self.contract.shared.topics.get(name)
+        if entry is None:
             raise ValueError(f"{name!r} is not a shared topic; use for_role(role).publish for role topics")
-        self._fanout(f"t:{SHARED}:{name}", self._encode(wire.PubOut(name, payload, self.node_id)))
+        self._publish(f"t:{SHARED}:{name}", name, entry.payload, payload)
+
+    def _publish(self, channel: str, name: str, schema: Any, payload: Any) -> None:
+        data = self._encode(wire.PubOut(name, payload, self.node_id))
+        if self._validate_out:
+            self._check_outgoing(f"topic {name!r}", schema, data, self._pub_decoder)
+        ch = self._channels.get(channel)
+        if ch is not None:
+            if ch.members:
+                self._fanout(ch.members, data)
+            if ch.listeners:
+                self._call_listeners(ch.listeners, payload, BusMeta(self.node_id))
+        self.adapter.publish(channel, data)
 
     def for_role(self, role: str) -> RoleLens:
         """Publish to a role's own topics: ``srv.for_role("user").publish(...)``."""
@@ -654,12 +720,106 @@ class SocketServer:
             raise ValueError(f"unknown role {role!r}")
         return RoleLens(self, role)
 
-    def _fanout(self, channel: str, data: bytes) -> None:
+    def _fanout(self, members: set[Conn], data: bytes) -> None:
+        """Send the same bytes to every member: one encode, one websockets.broadcast."""
+        bp = self.backpressure
+        if bp is None:
+            broadcast([c._ws for c in members], data, text=self._text)
+            return
+        limit = bp.max_buffered_bytes - len(data)
+        ready = []
+        over = []
+        for conn in members:
+            ws = conn._ws
+            transport = ws.transport
+            if transport is not None and transport.get_write_buffer_size() > limit:
+                over.append(conn)
+            else:
+                ready.append(ws)
+        broadcast(ready, data, text=self._text)
+        for conn in over:
+            if conn.open:
+                self._over_limit(conn, len(data))
+
+    def _check_outgoing(self, what: str, schema: Any, frame: bytes, decoder: wire.Decoder[Any]) -> None:
+        """Debug mode: validate an outgoing payload against its schema (never on by default)."""
+        key = id(schema)
+        dec = self._out_decoders.get(key)
+        if dec is None:
+            dec = self._out_decoders[key] = self.serializer.decoder(schema)
+        raw = decoder.decode(frame).d
+        try:
+            wire.payload(raw, dec, self._null)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"validate_outgoing: payload of {what} does not fit its schema: {exc}") from exc
+
+    # ------------------------------------------------------------------ rooms
+    def room(self, name: str) -> Room:
+        """A handle on room ``name`` (cheap; rooms exist while they have members)."""
+        return Room(self, name)
+
+    def _leave_room(self, conn: Conn, name: str) -> None:
+        if name in conn._rooms:
+            conn._rooms.discard(name)
+            self._channels.remove_member(f"r:{name}", conn)
+
+    # ------------------------------------------------------------------ cluster bus
+    def subscribe(self, topic: Entry | str, listener: BusListener) -> BusSubscription:
+        """Call ``listener(payload, meta)`` for every publish of a shared topic, from any node.
+
+        Publishes from this node are delivered in-process (``meta.origin`` is this node);
+        payloads from other nodes are validated first. Returns a handle: call it to
+        unsubscribe; ``await handle.ready`` to know the channel is live.
+        """
+        name = self.contract.name_of(topic)
+        entry = self.contract.shared.topics.get(name)
+        if entry is None:
+            raise ValueError(f"{name!r} is not a shared topic; the bus carries shared topics only")
+        channel = f"t:{SHARED}:{name}"
+        ch = self._channels.add_listener(channel, _Listener(listener, self.serializer.decoder(entry.payload)))
+        return BusSubscription(self, channel, ch.listeners[-1], ch.live)
+
+    def _call_listeners(self, listeners: list[Any], payload: Any, meta: BusMeta) -> None:
+        for lst in list(listeners):
+            try:
+                result = lst.fn(payload, meta)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception as exc:
+                self._report(exc, None)
+
+    # ------------------------------------------------------------------ inbound from other nodes
+    def _on_channel(self, channel: str, data: bytes) -> None:
         ch = self._channels.get(channel)
         if ch is None:
+            self.stats.dropped_no_channel += 1
             return
-        for conn in list(ch.members):
-            self._send(conn, data)
+        if ch.members:
+            self._fanout(ch.members, data)
+        if ch.listeners:
+            try:
+                frame = self._pub_decoder.decode(data)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.stats.bad_cluster_messages += 1
+                self._report(ValueError(f"malformed publication on {channel}: {exc}"), None)
+                return
+            meta = BusMeta(NodeId(frame.nd) if isinstance(frame.nd, str) else NodeId("?"))
+            for lst in list(ch.listeners):
+                try:
+                    value = wire.payload(frame.d, lst.decoder, self._null)
+                except msgspec.ValidationError as exc:
+                    self._report(validation_error(exc, f"bus payload on {channel} from {meta.origin}"), None)
+                    return
+                try:
+                    result = lst.fn(value, meta)
+                    if inspect.isawaitable(result):
+                        self._spawn(result)
+                except Exception as exc:
+                    self._report(exc, None)
+
+    def _on_direct(self, sender: NodeId, data: bytes) -> None:
+        self.stats.bad_cluster_messages += 1
+        self._rlog.log(logging.WARNING, "direct", "dropped a direct message from %s: not supported yet", sender)
 
     # ------------------------------------------------------------------ server -> client requests
     async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float) -> Any:
@@ -743,10 +903,11 @@ class SocketServer:
             encoded = self._encode(wire.Err(code, message, i))
         self._send(conn, encoded)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ heartbeat
     def _start_heartbeat(self) -> None:
@@ -794,7 +955,86 @@ class RoleLens:
         if ns == SHARED:
             srv.publish(name, payload)
             return
-        srv._fanout(f"t:{ns}:{name}", srv._encode(wire.PubOut(name, payload, srv.node_id)))
+        srv._publish(f"t:{ns}:{name}", name, srv.contract.own[self.role].topics[name].payload, payload)
+
+
+@dataclass(frozen=True)
+class _Listener:
+    fn: BusListener
+    decoder: wire.Decoder[Any]
+
+
+class BusSubscription:
+    """A bus listener's handle: call it to unsubscribe; ``await .ready`` for liveness."""
+
+    def __init__(self, server: SocketServer, channel: str, listener: _Listener, live: asyncio.Task[None]) -> None:
+        self._server = server
+        self._channel = channel
+        self._listener = listener
+        #: Resolves once publishes from every node reach this listener.
+        self.ready: Awaitable[None] = asyncio.shield(live)
+
+    def __call__(self) -> None:
+        self._server._channels.remove_listener(self._channel, self._listener)
+
+
+class Room:
+    """A named group of connections; membership is per node, broadcast reaches every node."""
+
+    __slots__ = ("_server", "name")
+
+    def __init__(self, server: SocketServer, name: str) -> None:
+        self._server = server
+        self.name = name
+
+    @property
+    def _channel(self) -> str:
+        return f"r:{self.name}"
+
+    async def add(self, conn: Conn) -> None:
+        """Add a local connection; returns once the room's channel is live on the adapter."""
+        srv = self._server
+        if srv._conns.get(conn.id) is not conn:
+            raise ValueError(f"{conn!r} is not an open connection of this server")
+        if self.name not in conn._rooms:
+            conn._rooms.add(self.name)
+            ch = srv._channels.add_member(self._channel, conn)
+        else:
+            ch = srv._channels.get(self._channel)  # type: ignore[assignment]
+            if ch is None:
+                return
+        await asyncio.shield(ch.live)
+
+    def remove(self, conn: Conn) -> None:
+        """Remove a connection (no-op if it is not a member)."""
+        self._server._leave_room(conn, self.name)
+
+    def broadcast(self, event: Entry | str, payload: Any) -> None:
+        """Send a shared event to every member on every node (encoded once, never blocks)."""
+        srv = self._server
+        name = srv.contract.name_of(event)
+        entry = srv.contract.shared.events.get(name)
+        if entry is None:
+            raise ValueError(f"{name!r} is not a shared event; rooms mix roles, so they carry shared events only")
+        data = srv._encode(wire.EvtOut(name, payload))
+        if srv._validate_out:
+            srv._check_outgoing(f"event {name!r}", entry.payload, data, srv._evt_decoder)
+        ch = srv._channels.get(self._channel)
+        if ch is not None and ch.members:
+            srv._fanout(ch.members, data)
+        srv.adapter.publish(self._channel, data)
+
+    @property
+    def connections(self) -> list[Conn]:
+        """Members on this node."""
+        ch = self._server._channels.get(self._channel)
+        return list(ch.members) if ch is not None else []
+
+    @property
+    def size(self) -> int:
+        """Number of members on this node."""
+        ch = self._server._channels.get(self._channel)
+        return len(ch.members) if ch is not None else 0
 
 
 def _handshake(connection: ServerConnection, request: HttpRequest) -> Handshake:

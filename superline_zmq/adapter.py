@@ -1,0 +1,72 @@
+"""The adapter seam: what a server needs from the thing that links it to other nodes.
+
+A server talks to other nodes only through an :class:`Adapter`, so the in-process bus,
+the ZeroMQ cluster and a Redis adapter plug in without touching the server core. An
+adapter carries three things:
+
+- **channels**: named byte pub/sub (rooms ``r:<room>``, topics ``t:<ns>:<topic>``, users
+  ``u:<user>``). A node subscribes a channel only while it has a local member or
+  listener; ``publish`` reaches every *other* node subscribed to it. The publishing
+  node delivers to its own members itself, at source, with no round trip.
+- **direct messages**: bytes to one named node (targeted sends, server → client
+  requests and their replies). Connection ids name their node, so nothing is looked
+  up on the way.
+- **presence** (optional): the cluster-wide directory of connections behind
+  ``srv.cluster``.
+
+Delivery is at most once. An adapter never raises from ``publish``/``send`` because a
+peer is slow or gone: it drops, counts the drop in :meth:`Adapter.statistics`, and logs
+it (rate-limited).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+from superline_zmq.ids import NodeId
+
+#: ``(channel, data)``: a publication from another node on a channel this node holds.
+ChannelHandler = Callable[[str, bytes], None]
+#: ``(sender, data)``: a direct message from another node.
+DirectHandler = Callable[[NodeId, bytes], None]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """Links one server to the other nodes of its cluster."""
+
+    #: A short human name for errors and logs (``"memory"``, ``"zeromq"``, ``"redis"``).
+    name: str
+
+    async def start(self, node: NodeId, on_channel: ChannelHandler, on_direct: DirectHandler) -> None:
+        """Join the cluster as ``node``; inbound traffic goes to the two callbacks."""
+        ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``; returns once publications from any node will arrive."""
+        ...
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``."""
+        ...
+
+    def publish(self, channel: str, data: bytes) -> None:
+        """Send ``data`` to every other node subscribed to ``channel`` (never blocks)."""
+        ...
+
+    def send(self, node: NodeId, data: bytes) -> bool:
+        """Send ``data`` to ``node`` directly; False (dropped and counted) if it is unknown or gone."""
+        ...
+
+    def is_alive(self, node: NodeId) -> bool:
+        """Whether ``node`` is a live member as far as this node knows (itself included)."""
+        ...
+
+    async def close(self) -> None:
+        """Leave the cluster: peers learn at once, not after a timeout."""
+        ...
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counters, drops by reason included."""
+        ...

@@ -1,0 +1,119 @@
+"""The in-process adapter: one node alone, or several servers in one process.
+
+A lone server gets a private :class:`MemoryBus` by default. Give several servers one
+shared ``MemoryBus()`` and they form a cluster (each keeps its own node id) — the
+cheapest way to test cluster behaviour in your own suite. Deliveries are scheduled on
+the event loop, never run inside the sender's call, so re-entrancy behaves as it would
+over a real network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from superline_zmq.adapter import ChannelHandler, DirectHandler
+from superline_zmq.ids import NodeId
+from superline_zmq.logs import RateLimitedLog
+
+log = logging.getLogger("superline_zmq.memory")
+
+
+class MemoryBus:
+    """The shared medium of in-process nodes: channel subscriptions and node addresses."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[NodeId, MemoryAdapter] = {}
+        self._subs: dict[str, set[NodeId]] = {}
+
+    def adapter(self) -> MemoryAdapter:
+        """A new adapter on this bus (one per server)."""
+        return MemoryAdapter(self)
+
+    def _publish(self, sender: NodeId, channel: str, data: bytes) -> int:
+        nodes = self._subs.get(channel)
+        if not nodes:
+            return 0
+        loop = asyncio.get_running_loop()
+        n = 0
+        for node in nodes:
+            if node != sender:
+                peer = self.nodes.get(node)
+                if peer is not None and peer._on_channel is not None:
+                    loop.call_soon(peer._on_channel, channel, data)
+                    n += 1
+        return n
+
+
+class MemoryAdapter:
+    """An :class:`~superline_zmq.adapter.Adapter` over a :class:`MemoryBus`."""
+
+    name = "memory"
+
+    def __init__(self, bus: MemoryBus | None = None) -> None:
+        self.bus = bus if bus is not None else MemoryBus()
+        self.node: NodeId | None = None
+        self._on_channel: ChannelHandler | None = None
+        self._on_direct: DirectHandler | None = None
+        self._channels: set[str] = set()
+        self._stats = {"published": 0, "delivered": 0, "direct_sent": 0, "dropped_unknown_node": 0}
+        self._rlog = RateLimitedLog(log)
+
+    async def start(self, node: NodeId, on_channel: ChannelHandler, on_direct: DirectHandler) -> None:
+        if self.node is not None:
+            raise RuntimeError("this adapter is already started; make one adapter per server")
+        if node in self.bus.nodes:
+            raise RuntimeError(f"node id {node} is already on this bus")
+        self.node = node
+        self._on_channel = on_channel
+        self._on_direct = on_direct
+        self.bus.nodes[node] = self
+
+    async def subscribe(self, channel: str) -> None:
+        assert self.node is not None, "start() first"
+        self._channels.add(channel)
+        self.bus._subs.setdefault(channel, set()).add(self.node)
+
+    async def unsubscribe(self, channel: str) -> None:
+        if channel not in self._channels or self.node is None:
+            return
+        self._channels.discard(channel)
+        nodes = self.bus._subs.get(channel)
+        if nodes is not None:
+            nodes.discard(self.node)
+            if not nodes:
+                del self.bus._subs[channel]
+
+    def publish(self, channel: str, data: bytes) -> None:
+        assert self.node is not None, "start() first"
+        self._stats["published"] += 1
+        self._stats["delivered"] += self.bus._publish(self.node, channel, data)
+
+    def send(self, node: NodeId, data: bytes) -> bool:
+        peer = self.bus.nodes.get(node)
+        if peer is None or peer._on_direct is None or self.node is None:
+            self._stats["dropped_unknown_node"] += 1
+            self._rlog.log(logging.WARNING, "unknown", "dropped a direct message to unknown node %s", node)
+            return False
+        self._stats["direct_sent"] += 1
+        asyncio.get_running_loop().call_soon(peer._on_direct, self.node, data)
+        return True
+
+    def is_alive(self, node: NodeId) -> bool:
+        return node in self.bus.nodes
+
+    async def close(self) -> None:
+        for channel in list(self._channels):
+            await self.unsubscribe(channel)
+        if self.node is not None and self.bus.nodes.get(self.node) is self:
+            del self.bus.nodes[self.node]
+        self._on_channel = self._on_direct = None
+
+    def statistics(self) -> Mapping[str, int]:
+        return dict(self._stats, channels=len(self._channels))
+
+    @property
+    def channels(self) -> frozenset[str]:
+        """Channels this node holds right now."""
+        return frozenset(self._channels)
