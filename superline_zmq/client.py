@@ -48,7 +48,8 @@ class Backoff:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """The delay before retry number ``attempt`` (0-based)."""
-        return rng.uniform(0.0, min(self.cap, self.base * self.factor**attempt))
+        # Past ~64 doublings the cap has long won; clamping keeps float ** from overflowing.
+        return rng.uniform(0.0, min(self.cap, self.base * self.factor ** min(attempt, 64)))
 
 
 @dataclass
@@ -265,7 +266,9 @@ class Client:
 
     # ------------------------------------------------------------------ requests
     @overload
-    async def call(self, name: Request[I, O], input: I | Any = None, *, timeout: float | None = ...) -> O: ...
+    async def call(
+        self, name: Request[I, O], input: I | Mapping[str, Any] = ..., *, timeout: float | None = ...
+    ) -> O: ...
     @overload
     async def call(self, name: str, input: Any = None, *, timeout: float | None = ...) -> Any: ...
     async def call(self, name: Any, input: Any = None, *, timeout: Any = ...) -> Any:
@@ -394,7 +397,7 @@ class Client:
             async for msg in ws:
                 try:
                     frame = decode(msg)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                     log.debug("dropped an undecodable frame: %s", exc)
                     continue
                 self._dispatch(frame)
@@ -501,8 +504,11 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 def _coerce(value: Any, schema: Any, where: str) -> Any:
     """Accept a dict (or any convertible value) where the schema wants a typed object."""
-    if isinstance(schema, type) and isinstance(value, schema):
-        return value
+    try:
+        if isinstance(schema, type) and isinstance(value, schema):
+            return value
+    except TypeError:  # TypedDict and some typing constructs refuse isinstance()
+        pass
     try:
         return msgspec.convert(value, schema)
     except msgspec.ValidationError as exc:

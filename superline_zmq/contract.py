@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, overload
 
 import msgspec
+import msgspec.inspect
 
 from superline_zmq.errors import ContractError
 
@@ -68,22 +69,46 @@ class ServerRequest(Entry, Generic[I, O]):
     kind: str = field(default="server_request", init=False)
 
 
-def request(input: type[I] | Any, output: type[O] | Any = _MISSING) -> Request[I, O]:
+@overload
+def request(input: None, output: None) -> Request[None, None]: ...
+@overload
+def request(input: None, output: type[O]) -> Request[None, O]: ...
+@overload
+def request(input: type[I], output: None) -> Request[I, None]: ...
+@overload
+def request(input: type[I], output: type[O]) -> Request[I, O]: ...
+@overload
+def request(input: Any, output: Any = ...) -> Request[Any, Any]: ...
+def request(input: Any, output: Any = _MISSING) -> Request[Any, Any]:
     """Declare a client → server request taking ``input`` and answering ``output``."""
     return Request(input, output)
 
 
-def event(payload: type[P] | Any) -> Event[P]:
+@overload
+def event(payload: type[P]) -> Event[P]: ...
+@overload
+def event(payload: Any) -> Event[Any]: ...
+def event(payload: Any) -> Event[Any]:
     """Declare a server-pushed event carrying ``payload``."""
     return Event(payload)
 
 
-def topic(payload: type[P] | Any) -> Topic[P]:
+@overload
+def topic(payload: type[P]) -> Topic[P]: ...
+@overload
+def topic(payload: Any) -> Topic[Any]: ...
+def topic(payload: Any) -> Topic[Any]:
     """Declare a topic clients subscribe to, publishing ``payload``."""
     return Topic(payload)
 
 
-def server_request(input: type[I] | Any, output: type[O] | Any = _MISSING) -> ServerRequest[I, O]:
+@overload
+def server_request(input: None, output: type[O]) -> ServerRequest[None, O]: ...
+@overload
+def server_request(input: type[I], output: type[O]) -> ServerRequest[I, O]: ...
+@overload
+def server_request(input: Any, output: Any = ...) -> ServerRequest[Any, Any]: ...
+def server_request(input: Any, output: Any = _MISSING) -> ServerRequest[Any, Any]:
     """Declare a server → client request taking ``input`` and answering ``output``."""
     return ServerRequest(input, output)
 
@@ -251,5 +276,32 @@ def _check_entry(path: str, name: Any, e: Any, seen: dict[int, str]) -> None:
 def _check_schema(path: str, what: str, schema: Any) -> None:
     try:
         msgspec.json.Decoder(schema)
+        info = msgspec.inspect.type_info(schema)
     except TypeError as exc:
         raise ContractError(f"{path}: {what} {schema!r} is not a schema msgspec can validate ({exc})") from exc
+    custom = _custom_type(info, set())
+    if custom is not None:
+        raise ContractError(
+            f"{path}: {what} {schema!r} is not a schema msgspec can validate "
+            f"({custom!r} is an arbitrary class; use a Struct, dataclass, TypedDict or builtin)"
+        )
+
+
+def _custom_type(info: Any, seen: set[int]) -> Any:
+    """The first arbitrary (non-schema) class inside a msgspec type tree, or None."""
+    if id(info) in seen:
+        return None
+    seen.add(id(info))
+    if isinstance(info, msgspec.inspect.CustomType):
+        return info.cls
+    if isinstance(info, msgspec.inspect.Field):
+        return _custom_type(info.type, seen)
+    if isinstance(info, msgspec.Struct):
+        for name in info.__struct_fields__:
+            value = getattr(info, name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, msgspec.Struct):
+                    found = _custom_type(item, seen)
+                    if found is not None:
+                        return found
+    return None

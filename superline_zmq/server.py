@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -44,7 +45,7 @@ log = logging.getLogger("superline_zmq.server")
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
-Handler = Callable[[Any, Any, "Conn"], Awaitable[Any]]
+Handler = Callable[[Any, Any, "Conn"], Any]
 Next = Callable[[], Awaitable[Any]]
 Middleware = Callable[[Any, "MiddlewareInfo", Next], Awaitable[Any]]
 MaybeAwaitable = Any
@@ -193,10 +194,15 @@ class Conn:
 
         Raises ``ValueError`` for an event outside this connection's role surface.
         """
-        name = self._server.contract.name_of(event)
-        if name not in self._surface.events:
+        srv = self._server
+        name = srv.contract.name_of(event)
+        entry = self._surface.events.get(name)
+        if entry is None:
             raise ValueError(f"event {name!r} is not in role {self.role!r}'s surface")
-        self._server._send(self, self._server._encode(wire.EvtOut(name, payload)))
+        data = srv._encode(wire.EvtOut(name, payload))
+        if srv._validate_out:
+            srv._check_outgoing(f"event {name!r}", entry.payload, data, srv._evt_decoder)
+        srv._send(self, data)
 
     @overload
     async def request(self, name: ServerRequest[I, O], input: I | Any, *, timeout: float = 30.0) -> O: ...
@@ -275,8 +281,8 @@ class SocketServer:
         authorize_subscribe: Callable[[str, Any, Conn], MaybeAwaitable] | None = None,
         max_message_size: int = 1024 * 1024,
         serializer: wire.SerializerName | wire.Serializer = "json",
-        heartbeat: Heartbeat | Mapping[str, Any] | Literal[False] = True,  # type: ignore[assignment]
-        backpressure: Backpressure | Mapping[str, Any] | None = None,
+        heartbeat: Heartbeat | Mapping[str, Any] | bool = True,
+        backpressure: Backpressure | Mapping[str, Any] | bool | None = None,
         path: str | None = None,
         adapter: Adapter | None = None,
         validate_outgoing: bool = False,
@@ -316,7 +322,8 @@ class SocketServer:
         self._seq = 0
         self._conn_seq = 0
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._auth: dict[ServerConnection, tuple[str, Any]] = {}
+        # Filled by process_request, taken by handler; weak so a failed upgrade leaves nothing.
+        self._auth: weakref.WeakKeyDictionary[ServerConnection, tuple[str, Any]] = weakref.WeakKeyDictionary()
         self._server: Server | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing = False
@@ -343,7 +350,7 @@ class SocketServer:
                 if name not in surface.requests:
                     raise ContractError(f"implement: {block}.{name} is not a client_to_server request of {block!r}")
                 if not callable(fn):
-                    raise ContractError(f"implement: {block}.{name} must be an async function")
+                    raise ContractError(f"implement: {block}.{name} must be a function (async or not)")
                 self._handlers.setdefault(block, {})[name] = fn
         self._build_routes()
 
@@ -399,7 +406,8 @@ class SocketServer:
     @property
     def url(self) -> str:
         """``ws://host:port/`` of the first listening socket."""
-        assert self._server is not None, "not listening"
+        if self._server is None:
+            raise RuntimeError("the server is not listening; call listen() first")
         sock = next(iter(self._server.sockets))
         host, port = sock.getsockname()[:2]
         return f"ws://[{host}]:{port}/" if ":" in host else f"ws://{host}:{port}/"
@@ -501,7 +509,10 @@ class SocketServer:
             try:
                 if ws.request is None:
                     raise SocketError(ErrorCode.UNAUTHORIZED, "no handshake request")
-                granted = await self._run_authenticate(_handshake(ws, ws.request))
+                hs = _handshake(ws, ws.request)
+                if self._closing or (self._path is not None and hs.path != self._path):
+                    raise SocketError(ErrorCode.UNAUTHORIZED, "not accepting this connection")
+                granted = await self._run_authenticate(hs)
             except Exception as exc:
                 self.stats.connections_rejected += 1
                 await ws.close(4401, str(exc).encode()[:123].decode(errors="ignore"))
@@ -535,7 +546,8 @@ class SocketServer:
                 stats.frames_in += 1
                 try:
                     frame = decode(msg)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                    # TypeError: a text frame where the serializer wants bytes (msgpack)
                     self._bad_frame(conn, msg, exc)
                     continue
                 kind = type(frame)
@@ -616,7 +628,8 @@ class SocketServer:
             value = wire.payload(frame.d, route.decoder, self._null)
         except msgspec.ValidationError as exc:
             raise validation_error(exc, f"input of {frame.m!r}") from exc
-        return await route.handler(value, conn.ctx, conn)
+        result = route.handler(value, conn.ctx, conn)
+        return await result if inspect.isawaitable(result) else result
 
     async def _chain(self, conn: Conn, info: MiddlewareInfo, final: Next) -> Any:
         middleware = self._middleware
@@ -730,6 +743,9 @@ class SocketServer:
         ready = []
         over = []
         for conn in members:
+            if conn._closed:
+                self.stats.dropped_closed += 1
+                continue
             ws = conn._ws
             transport = ws.transport
             if transport is not None and transport.get_write_buffer_size() > limit:
@@ -738,8 +754,7 @@ class SocketServer:
                 ready.append(ws)
         broadcast(ready, data, text=self._text)
         for conn in over:
-            if conn.open:
-                self._over_limit(conn, len(data))
+            self._over_limit(conn, len(data))
 
     def _check_outgoing(self, what: str, schema: Any, frame: bytes, decoder: wire.Decoder[Any]) -> None:
         """Debug mode: validate an outgoing payload against its schema (never on by default)."""
@@ -859,7 +874,7 @@ class SocketServer:
     def _send(self, conn: Conn, data: bytes) -> None:
         """Hand ``data`` to the connection's write buffer under the backpressure policy."""
         ws = conn._ws
-        if ws.state is not State.OPEN:
+        if conn._closed or ws.state is not State.OPEN:
             self.stats.dropped_closed += 1
             return
         bp = self.backpressure
@@ -1077,8 +1092,10 @@ def _heartbeat(spec: Heartbeat | Mapping[str, Any] | bool) -> Heartbeat | None:
     return Heartbeat(**spec)
 
 
-def _backpressure(spec: Backpressure | Mapping[str, Any] | None) -> Backpressure | None:
-    if spec is None:
+def _backpressure(spec: Backpressure | Mapping[str, Any] | bool | None) -> Backpressure | None:
+    if spec is False:
+        return None
+    if spec is None or spec is True:
         return Backpressure()
     if isinstance(spec, Backpressure):
         return spec

@@ -14,7 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict() -> None:
-    proc = _run("mypy", "--strict", "superline_zmq")
+    proc = _run("mypy", "--strict", "superline_zmq", "examples")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
