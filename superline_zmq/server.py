@@ -660,9 +660,16 @@ class SocketServer:
         try:
             result = self._on_error(exc, conn)
             if inspect.isawaitable(result):
-                self._spawn(_maybe_await(result))
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._on_error_done)
         except Exception:
             log.exception("on_error raised")
+
+    def _on_error_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("on_error raised", exc_info=task.exception())
 
     # ------------------------------------------------------------------ topics
     async def _on_sub(self, conn: Conn, frame: wire.Sub) -> None:
@@ -724,7 +731,7 @@ class SocketServer:
             if ch.members:
                 self._fanout(ch.members, data)
             if ch.listeners:
-                self._call_listeners(ch.listeners, payload, BusMeta(self.node_id))
+                self._deliver_to_listeners(channel, ch.listeners, data)
         self.adapter.publish(channel, data)
 
     def for_role(self, role: str) -> RoleLens:
@@ -794,15 +801,6 @@ class SocketServer:
         ch = self._channels.add_listener(channel, _Listener(listener, self.serializer.decoder(entry.payload)))
         return BusSubscription(self, channel, ch.listeners[-1], ch.live)
 
-    def _call_listeners(self, listeners: list[Any], payload: Any, meta: BusMeta) -> None:
-        for lst in list(listeners):
-            try:
-                result = lst.fn(payload, meta)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception as exc:
-                self._report(exc, None)
-
     # ------------------------------------------------------------------ inbound from other nodes
     def _on_channel(self, channel: str, data: bytes) -> None:
         ch = self._channels.get(channel)
@@ -812,25 +810,33 @@ class SocketServer:
         if ch.members:
             self._fanout(ch.members, data)
         if ch.listeners:
+            self._deliver_to_listeners(channel, ch.listeners, data)
+
+    def _deliver_to_listeners(self, channel: str, listeners: list[Any], data: bytes) -> None:
+        """Decode a pub frame once per listener schema and call the bus listeners.
+
+        The local echo goes through here too, so every listener gets the same validated,
+        typed payload whichever node published it.
+        """
+        try:
+            frame = self._pub_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.stats.bad_cluster_messages += 1
+            self._report(ValueError(f"malformed publication on {channel}: {exc}"), None)
+            return
+        meta = BusMeta(NodeId(frame.nd) if isinstance(frame.nd, str) else NodeId("?"))
+        for lst in list(listeners):
             try:
-                frame = self._pub_decoder.decode(data)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                self.stats.bad_cluster_messages += 1
-                self._report(ValueError(f"malformed publication on {channel}: {exc}"), None)
+                value = wire.payload(frame.d, lst.decoder, self._null)
+            except msgspec.ValidationError as exc:
+                self._report(validation_error(exc, f"bus payload on {channel} from {meta.origin}"), None)
                 return
-            meta = BusMeta(NodeId(frame.nd) if isinstance(frame.nd, str) else NodeId("?"))
-            for lst in list(ch.listeners):
-                try:
-                    value = wire.payload(frame.d, lst.decoder, self._null)
-                except msgspec.ValidationError as exc:
-                    self._report(validation_error(exc, f"bus payload on {channel} from {meta.origin}"), None)
-                    return
-                try:
-                    result = lst.fn(value, meta)
-                    if inspect.isawaitable(result):
-                        self._spawn(result)
-                except Exception as exc:
-                    self._report(exc, None)
+            try:
+                result = lst.fn(value, meta)
+                if inspect.isawaitable(result):
+                    self._spawn(result)
+            except Exception as exc:
+                self._report(exc, None)
 
     def _on_direct(self, sender: NodeId, data: bytes) -> None:
         self.stats.bad_cluster_messages += 1
@@ -919,10 +925,18 @@ class SocketServer:
         self._send(conn, encoded)
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task this server owns: close() cancels it, failures reach on_error."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is not None:
+                self._report(exc, None)
 
     # ------------------------------------------------------------------ heartbeat
     def _start_heartbeat(self) -> None:
@@ -961,7 +975,8 @@ class RoleLens:
         self.role = role
 
     def publish(self, topic: Entry | str, payload: Any) -> None:
-        """Publish to this role's subscribers of ``topic`` (a role topic or a shared one)."""
+        """Publish ``topic`` as this role sees it: a role topic reaches that role's subscribers;
+        a shared topic reaches every subscriber, as :meth:`SocketServer.publish` does."""
         srv = self._server
         name = srv.contract.name_of(topic)
         ns = srv.contract.surface(self.role).topic_ns.get(name)

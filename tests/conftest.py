@@ -1,0 +1,120 @@
+"""Shared fixtures: the event-loop choice (asyncio / uvloop), servers, clients, raw peers.
+
+Event loop. pytest-asyncio 1.5 deprecates overriding the ``event_loop_policy`` fixture
+(it emits a ``PytestDeprecationWarning``, an error under ``filterwarnings = error``) in
+favour of the ``pytest_asyncio_loop_factories`` hook: the mapping it returns
+parametrizes pytest-asyncio's session-scoped ``_asyncio_loop_factory`` fixture, so every
+async test runs once per loop, with the loop's name in the test id (``test_x[asyncio]``,
+``test_x[uvloop]``). When uvloop is not importable the ``uvloop`` variant is skipped
+with a reason rather than silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contract_app import api, build_server
+from helpers import DEFAULT_TIMEOUT, Raw, raw_connect
+
+from superline_zmq import Backoff, Client, SocketServer, connect
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - depends on the environment
+    uvloop = None  # type: ignore[assignment]
+
+#: Fast reconnects for tests: retries after 0..10 ms, 0..20 ms, ... capped at 50 ms.
+FAST_BACKOFF = Backoff(base=0.01, factor=2.0, cap=0.05)
+
+
+def _uvloop_factory() -> asyncio.AbstractEventLoop:
+    if uvloop is None:
+        pytest.skip("uvloop is not installed (pip install uvloop) - uvloop variant skipped")
+    return uvloop.new_event_loop()
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Run every async test under the default asyncio loop and under uvloop."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_factory}
+
+
+MakeServer = Callable[..., Awaitable[SocketServer]]
+MakeClient = Callable[..., Awaitable[Client]]
+OpenRaw = Callable[..., Awaitable[Raw]]
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[MakeServer]:
+    """Build and start servers on 127.0.0.1:0; every one is closed after the test.
+
+    ``await make_server(**options)`` uses :func:`contract_app.build_server`; pass
+    ``builder=`` for another factory taking the same options.
+    """
+    servers: list[SocketServer] = []
+
+    async def make(builder: Callable[..., SocketServer] = build_server, **options: Any) -> SocketServer:
+        srv = builder(**options)
+        servers.append(srv)
+        await srv.listen("127.0.0.1", 0)
+        return srv
+
+    yield make
+    for srv in reversed(servers):
+        app = getattr(srv, "app", None)
+        if app is not None:
+            app.release.set()
+        await asyncio.wait_for(srv.close(), 10)
+
+
+@pytest.fixture
+async def server(make_server: MakeServer) -> SocketServer:
+    """A started server with the standard handlers and default options."""
+    return await make_server()
+
+
+@pytest.fixture
+async def make_client(make_server: MakeServer) -> AsyncIterator[MakeClient]:
+    """Connect our client (fast backoff by default); every client is closed after the test."""
+    clients: list[Client] = []
+
+    async def make(srv: SocketServer, role: str = "user", **options: Any) -> Client:
+        options.setdefault("backoff", FAST_BACKOFF)
+        options.setdefault("open_timeout", DEFAULT_TIMEOUT)
+        client = await connect(api, srv.url, role=role, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await asyncio.wait_for(client.close(), 10)
+
+
+@pytest.fixture
+async def open_raw(make_server: MakeServer) -> AsyncIterator[OpenRaw]:
+    """Open raw websockets peers (see :func:`helpers.raw_connect`); closed after the test."""
+    peers: list[Raw] = []
+
+    async def make(srv: SocketServer, role: str | None = "user", **kwargs: Any) -> Raw:
+        raw = await raw_connect(srv, role, **kwargs)
+        peers.append(raw)
+        return raw
+
+    yield make
+    for raw in peers:
+        # Abort rather than close: some peers deliberately stopped reading, so a closing
+        # handshake could only time out.
+        if raw.ws.transport is not None:
+            raw.ws.transport.abort()
+        await asyncio.wait_for(raw.ws.wait_closed(), 10)
+
+
+# Fan-out fixtures (a cluster of N nodes behind one interface; see tests/cluster.py).
+from cluster import cluster, make_cluster  # noqa: E402, F401
