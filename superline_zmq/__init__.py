@@ -3,6 +3,8 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
+from superline_zmq.adapter import Adapter
+from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
 from superline_zmq.client import Backoff, Client, Subscription, connect
 from superline_zmq.contract import (
     Contract,
@@ -21,19 +23,25 @@ from superline_zmq.ids import ConnId, NodeId, UserId
 from superline_zmq.server import (
     Auth,
     Backpressure,
+    BusMeta,
+    BusSubscription,
     Conn,
     Handshake,
     Heartbeat,
     MiddlewareInfo,
+    Room,
     SocketServer,
     create_socket_server,
 )
 from superline_zmq.wire import JsonSerializer, MsgpackSerializer, Serializer
 
 __all__ = [
+    "Adapter",
     "Auth",
     "Backoff",
     "Backpressure",
+    "BusMeta",
+    "BusSubscription",
     "Client",
     "Conn",
     "ConnId",
@@ -44,10 +52,13 @@ __all__ = [
     "Handshake",
     "Heartbeat",
     "JsonSerializer",
+    "MemoryAdapter",
+    "MemoryBus",
     "MiddlewareInfo",
     "MsgpackSerializer",
     "NodeId",
     "Request",
+    "Room",
     "Serializer",
     "ServerRequest",
     "SocketError",

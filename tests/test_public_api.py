@@ -13,6 +13,12 @@ import pytest
 import superline_zmq
 
 EXPECTED_ALL = {
+    "Adapter",
+    "BusMeta",
+    "BusSubscription",
+    "MemoryAdapter",
+    "MemoryBus",
+    "Room",
     "Auth",
     "Backoff",
     "Backpressure",
