@@ -11,8 +11,8 @@ adapter carries three things:
 - **direct messages**: bytes to one named node (targeted sends, server → client
   requests and their replies). Connection ids name their node, so nothing is looked
   up on the way.
-- **presence** (optional): the cluster-wide directory of connections behind
-  ``srv.cluster``.
+- **presence** (optional, coming with the introspection work): the cluster-wide
+  directory of connections.
 
 Delivery is at most once. An adapter never raises from ``publish``/``send`` because a
 peer is slow or gone: it drops, counts the drop in :meth:`Adapter.statistics`, and logs

@@ -81,6 +81,8 @@ class ChannelTable(Generic[M]):
         ch = self._channels.get(name)
         if ch is None:
             ch = self._channels[name] = Channel(name, self._op(name, self._adapter.subscribe))
+        elif ch.live.done() and (ch.live.cancelled() or ch.live.exception() is not None):
+            ch.live = self._op(name, self._adapter.subscribe)  # the last subscribe failed: retry
         return ch
 
     def _release_if_unused(self, ch: Channel[M]) -> None:

@@ -132,6 +132,7 @@ class Conn:
         "_server",
         "_surface",
         "_topics",
+        "_unsubs",
         "_ws",
         "close_code",
         "connected_at",
@@ -149,6 +150,8 @@ class Conn:
         self._surface = server.contract.surface(role)
         self._topics: set[str] = set()
         self._rooms: set[str] = set()
+        # topic -> count of unsub frames seen; a sub still being authorized compares it
+        self._unsubs: dict[str, int] = {}
         self._missed = 0
         self._closed = False
         self.id = id
@@ -559,9 +562,12 @@ class SocketServer:
                 elif kind is wire.SRes or kind is wire.SErr:
                     self._on_answer(conn, cast("wire.SRes | wire.SErr", frame))
                 elif kind is wire.Sub:
-                    self._spawn(self._on_sub(conn, cast(wire.Sub, frame)))
+                    sub = cast(wire.Sub, frame)
+                    self._spawn(self._on_sub(conn, sub, conn._unsubs.get(sub.c, 0)))
                 elif kind is wire.Unsub:
-                    self._leave_topic(conn, cast(wire.Unsub, frame).c)
+                    name = cast(wire.Unsub, frame).c
+                    conn._unsubs[name] = conn._unsubs.get(name, 0) + 1
+                    self._leave_topic(conn, name)
                 # a client ping is ignored, as the TS server does (PROTOCOL §3.1)
         except ConnectionClosed:
             pass
@@ -672,7 +678,8 @@ class SocketServer:
             log.error("on_error raised", exc_info=task.exception())
 
     # ------------------------------------------------------------------ topics
-    async def _on_sub(self, conn: Conn, frame: wire.Sub) -> None:
+    async def _on_sub(self, conn: Conn, frame: wire.Sub, unsubs: int) -> None:
+        """Authorize and join a topic; ``unsubs`` is the unsub count when the frame was read."""
         name = frame.c
         ns = conn._surface.topic_ns.get(name)
         if ns is None:
@@ -691,15 +698,18 @@ class SocketServer:
             return
         if conn._closed:
             return
-        if name not in conn._topics:
-            conn._topics.add(name)
-            ch = self._channels.add_member(f"t:{ns}:{name}", conn)
-            try:
-                await asyncio.shield(ch.live)
-            except Exception as exc:
-                self._leave_topic(conn, name)
-                self._internal(conn, frame.i, exc)
-                return
+        if conn._unsubs.get(name, 0) != unsubs:
+            # the client unsubscribed while this sub was being authorized: ack, don't join
+            self._send(conn, self._encode(wire.ResOut(frame.i, None)))
+            return
+        conn._topics.add(name)
+        ch = self._channels.add_member(f"t:{ns}:{name}", conn)  # idempotent for a repeated sub
+        try:
+            await asyncio.shield(ch.live)
+        except Exception as exc:
+            self._leave_topic(conn, name)
+            self._internal(conn, frame.i, exc)
+            return
         self._send(conn, self._encode(wire.ResOut(frame.i, None)))
 
     async def _authorize(self, conn: Conn, name: str) -> None:
@@ -731,7 +741,8 @@ class SocketServer:
             if ch.members:
                 self._fanout(ch.members, data)
             if ch.listeners:
-                self._deliver_to_listeners(channel, ch.listeners, data)
+                # deferred like a remote delivery: a listener that publishes cannot recurse
+                asyncio.get_running_loop().call_soon(self._deliver_to_listeners, channel, ch.listeners, data)
         self.adapter.publish(channel, data)
 
     def for_role(self, role: str) -> RoleLens:
@@ -1026,14 +1037,13 @@ class Room:
         srv = self._server
         if srv._conns.get(conn.id) is not conn:
             raise ValueError(f"{conn!r} is not an open connection of this server")
-        if self.name not in conn._rooms:
-            conn._rooms.add(self.name)
-            ch = srv._channels.add_member(self._channel, conn)
-        else:
-            ch = srv._channels.get(self._channel)  # type: ignore[assignment]
-            if ch is None:
-                return
-        await asyncio.shield(ch.live)
+        conn._rooms.add(self.name)
+        ch = srv._channels.add_member(self._channel, conn)
+        try:
+            await asyncio.shield(ch.live)
+        except BaseException:
+            srv._leave_room(conn, self.name)
+            raise
 
     def remove(self, conn: Conn) -> None:
         """Remove a connection (no-op if it is not a member)."""

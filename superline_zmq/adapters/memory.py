@@ -71,7 +71,8 @@ class MemoryAdapter:
         self.bus.nodes[node] = self
 
     async def subscribe(self, channel: str) -> None:
-        assert self.node is not None, "start() first"
+        if self.node is None:
+            raise RuntimeError("the adapter is not started: call srv.listen() or await srv.start() first")
         self._channels.add(channel)
         self.bus._subs.setdefault(channel, set()).add(self.node)
 
@@ -86,7 +87,8 @@ class MemoryAdapter:
                 del self.bus._subs[channel]
 
     def publish(self, channel: str, data: bytes) -> None:
-        assert self.node is not None, "start() first"
+        if self.node is None:
+            raise RuntimeError("the adapter is not started: call srv.listen() or await srv.start() first")
         self._stats["published"] += 1
         self._stats["delivered"] += self.bus._publish(self.node, channel, data)
 
