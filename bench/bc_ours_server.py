@@ -8,13 +8,11 @@ Usage: python bench/bc_ours_server.py --port 0 [--uvloop]  (prints `PORT <n>`, e
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import time
 from typing import Any
 
 from bc_common import ROOM, Start, Started, Tick, make_pad, run_start
-from benchlib import add_stop_signals, announce_port, install_loop, raise_fd_limit, use_checkout
+from benchlib import serve_until_stopped, server_cli, use_checkout
 
 use_checkout()
 
@@ -31,8 +29,6 @@ api = define_contract(
 
 async def main(port: int) -> None:
     """Listen on 127.0.0.1:`port` until SIGTERM/SIGINT, then close the server."""
-    stop = asyncio.Event()
-    add_stop_signals(asyncio.get_running_loop(), stop)
     srv = create_socket_server(api)
 
     async def join(_: None, ctx: Any, conn: Conn) -> int:
@@ -53,24 +49,12 @@ async def main(port: int) -> None:
         return await run_start(args, send, lambda: srv.room(ROOM).size, buffered, "ours")
 
     srv.implement({"shared": {"join": join, "start": start}})
-    await srv.listen("127.0.0.1", port)
-    try:
-        announce_port(srv.port)
-        await stop.wait()
-    finally:
-        await srv.close()
+    await serve_until_stopped(srv, port)
 
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    parser.add_argument("--max-fds", type=int, default=4096, help="raise RLIMIT_NOFILE to this")
-    args = parser.parse_args()
-    raise_fd_limit(args.max_fds)
-    install_loop(args.uvloop)
-    asyncio.run(main(args.port))
+    server_cli(__doc__ or "", main, max_fds=4096)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,12 @@ text=True)`. Usage: python bench/bc_raw_server.py --port 0 [--uvloop]  (prints `
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
 import msgspec
 from bc_common import Start, Started, Tick, TickFrame, make_pad, run_start
-from benchlib import add_stop_signals, announce_port, install_loop, raise_fd_limit
+from benchlib import add_stop_signals, announce_port, server_cli
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -88,14 +87,7 @@ async def main(port: int) -> None:
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    parser.add_argument("--max-fds", type=int, default=4096, help="raise RLIMIT_NOFILE to this")
-    args = parser.parse_args()
-    raise_fd_limit(args.max_fds)
-    install_loop(args.uvloop)
-    asyncio.run(main(args.port))
+    server_cli(__doc__ or "", main, max_fds=4096)
 
 
 if __name__ == "__main__":

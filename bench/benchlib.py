@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 import os
@@ -11,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,3 +229,29 @@ def format_table(head: Sequence[str], rows: Sequence[Sequence[Any]], left: int =
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
+
+
+async def serve_until_stopped(srv: Any, port: int) -> None:
+    """Listen with a superline server on 127.0.0.1:`port`, announce the port, run until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    add_stop_signals(asyncio.get_running_loop(), stop)
+    await srv.listen("127.0.0.1", port)
+    try:
+        announce_port(srv.port)
+        await stop.wait()
+    finally:
+        await srv.close()
+
+
+def server_cli(doc: str, main: Callable[[int], Coroutine[Any, Any, None]], *, max_fds: int | None = None) -> None:
+    """The shared command line of the bench servers: ``--port``, ``--uvloop`` (and ``--max-fds``)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    if max_fds is not None:
+        parser.add_argument("--max-fds", type=int, default=max_fds, help="raise RLIMIT_NOFILE to this")
+    args = parser.parse_args()
+    if max_fds is not None:
+        raise_fd_limit(args.max_fds)
+    install_loop(args.uvloop)
+    asyncio.run(main(args.port))

@@ -6,12 +6,10 @@ Usage: python bench/rt_ours_server.py --port 0 [--uvloop]  (prints `PORT <n>`, e
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from typing import Any
 
 import msgspec
-from benchlib import add_stop_signals, announce_port, install_loop, use_checkout
+from benchlib import serve_until_stopped, server_cli, use_checkout
 
 use_checkout()
 
@@ -37,26 +35,14 @@ async def echo(input: Text, ctx: Any, conn: Any) -> Text:
 
 async def main(port: int) -> None:
     """Listen on 127.0.0.1:`port` until SIGTERM/SIGINT, then close the server."""
-    stop = asyncio.Event()
-    add_stop_signals(asyncio.get_running_loop(), stop)
     srv = create_socket_server(api)
     srv.implement({"shared": {"echo": echo}})
-    await srv.listen("127.0.0.1", port)
-    try:
-        announce_port(srv.port)
-        await stop.wait()
-    finally:
-        await srv.close()
+    await serve_until_stopped(srv, port)
 
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    args = parser.parse_args()
-    install_loop(args.uvloop)
-    asyncio.run(main(args.port))
+    server_cli(__doc__ or "", main)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,10 @@ Usage: python bench/rt_raw_server.py --port 0 [--uvloop]  (prints `PORT <n>`, ex
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 import msgspec
-from benchlib import add_stop_signals, announce_port, install_loop
+from benchlib import add_stop_signals, announce_port, server_cli
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -80,12 +79,7 @@ async def main(port: int) -> None:
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    args = parser.parse_args()
-    install_loop(args.uvloop)
-    asyncio.run(main(args.port))
+    server_cli(__doc__ or "", main)
 
 
 if __name__ == "__main__":
