@@ -11,8 +11,9 @@ adapter carries three things:
 - **direct messages**: bytes to one named node (targeted sends, server → client
   requests and their replies). Connection ids name their node, so nothing is looked
   up on the way.
-- **presence** (optional, coming with the introspection work): the cluster-wide
-  directory of connections.
+- **presence** (optional, ``adapter.presence``; None when the adapter has none): the
+  cluster-wide directory of connections behind ``srv.cluster`` and ``srv.is_online``.
+  The server writes this node's descriptors; reads answer for every live node.
 
 Delivery is at most once. An adapter never raises from ``publish``/``send`` because a
 peer is slow or gone: it drops, counts the drop in :meth:`Adapter.statistics`, and logs
@@ -25,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from superline_zmq.ids import NodeId
+from superline_zmq.presence import ConnDescriptor, NodeInfo
 
 #: ``(channel, data)``: a publication from another node on a channel this node holds.
 ChannelHandler = Callable[[str, bytes], None]
@@ -33,11 +35,58 @@ DirectHandler = Callable[[NodeId, bytes], None]
 
 
 @runtime_checkable
+class Presence(Protocol):
+    """The cluster-wide directory of connections, as one node reads and writes it.
+
+    Writes never block (an adapter queues or broadcasts them); this node writes only its
+    own connections. Reads answer for live nodes only: a node whose liveness lapsed
+    drops out of every answer, and one that closed gracefully is gone at once.
+    """
+
+    def put(self, desc: ConnDescriptor) -> None:
+        """Add or replace one of this node's connections."""
+        ...
+
+    def remove(self, conn_id: str) -> None:
+        """Remove one of this node's connections."""
+        ...
+
+    async def count(self) -> int:
+        """Connections on live nodes."""
+        ...
+
+    async def connections(self) -> list[ConnDescriptor]:
+        """Every connection on a live node."""
+        ...
+
+    async def by_user(self, user_id: str) -> list[ConnDescriptor]:
+        """A user's connections on live nodes."""
+        ...
+
+    async def room(self, name: str) -> list[ConnDescriptor]:
+        """A room's members on live nodes."""
+        ...
+
+    async def is_online(self, user_id: str) -> bool:
+        """Whether the user has a connection on a live node."""
+        ...
+
+    async def topology(self) -> list[NodeInfo]:
+        """Every known node with its connection count, rooms and liveness."""
+        ...
+
+
+@runtime_checkable
 class Adapter(Protocol):
     """Links one server to the other nodes of its cluster."""
 
     #: A short human name for errors and logs (``"memory"``, ``"zeromq"``, ``"redis"``).
     name: str
+
+    @property
+    def presence(self) -> Presence | None:
+        """The presence directory, or None if this adapter offers none."""
+        ...
 
     async def start(self, node: NodeId, on_channel: ChannelHandler, on_direct: DirectHandler) -> None:
         """Join the cluster as ``node``; inbound traffic goes to the two callbacks."""

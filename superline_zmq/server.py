@@ -30,14 +30,15 @@ from websockets.http11 import Request as HttpRequest
 from websockets.http11 import Response as HttpResponse
 from websockets.protocol import State
 
-from superline_zmq import wire
-from superline_zmq.adapter import Adapter
+from superline_zmq import envelope, wire
+from superline_zmq.adapter import Adapter, Presence
 from superline_zmq.adapters.memory import MemoryAdapter
 from superline_zmq.channels import ChannelTable
 from superline_zmq.contract import SHARED, Contract, Entry, ServerRequest, Surface
-from superline_zmq.errors import ContractError, ErrorCode, SocketError
-from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
+from superline_zmq.errors import ContractError, ErrorCode, SocketError, SuperlineError
+from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id, node_of
 from superline_zmq.logs import RateLimitedLog
+from superline_zmq.presence import RESERVED_FIELDS, ConnDescriptor, NodeInfo
 from superline_zmq.validation import validation_error
 
 log = logging.getLogger("superline_zmq.server")
@@ -116,6 +117,13 @@ class ServerStats:
     late_replies: int = 0
     dropped_no_channel: int = 0
     bad_cluster_messages: int = 0
+    #: Targeted sends (``to_conn``) dropped: the id's node is dead or unknown.
+    dropped_unknown_node: int = 0
+    #: Targeted sends that reached the id's node but no such connection was there.
+    dropped_unknown_conn: int = 0
+    targeted_sent: int = 0
+    remote_requests: int = 0
+    presence_errors: int = 0
 
 
 class Conn:
@@ -127,6 +135,7 @@ class Conn:
 
     __slots__ = (
         "_closed",
+        "_desc",
         "_missed",
         "_rooms",
         "_server",
@@ -142,6 +151,7 @@ class Conn:
         "last_ping_at",
         "last_pong_at",
         "role",
+        "user_id",
     )
 
     def __init__(self, server: SocketServer, ws: ServerConnection, id: ConnId, role: str, ctx: Any, now: float) -> None:
@@ -162,6 +172,9 @@ class Conn:
         self.last_ping_at: float | None = None
         self.last_pong_at: float | None = None
         self.close_code: int | None = None
+        #: The ``identify`` hook's answer for this connection (None without the hook).
+        self.user_id: str | None = None
+        self._desc: ConnDescriptor | None = None  # published presence snapshot
 
     def __repr__(self) -> str:
         return f"<Conn {self.id} role={self.role}>"
@@ -241,7 +254,14 @@ class _Pending:
     future: asyncio.Future[Any]
     conn: Conn
     name: str
-    decoder: wire.Decoder[Any]
+    decoder: wire.Decoder[Any] | None
+
+
+@dataclass
+class _Ask:
+    future: asyncio.Future[bytes]
+    node: NodeId
+    name: str
 
 
 @dataclass(frozen=True)
@@ -291,6 +311,8 @@ class SocketServer:
         validate_outgoing: bool = False,
         node_id: NodeId | None = None,
         clock: Callable[[], float] = time.time,
+        identify: Callable[[Conn], Any] | None = None,
+        describe_conn: Callable[[Conn], Mapping[str, Any]] | None = None,
     ) -> None:
         self.contract = contract
         self.node_id: NodeId = node_id or new_node_id()
@@ -334,6 +356,16 @@ class SocketServer:
         self.stats = ServerStats()
         self._rlog = RateLimitedLog(log)
         self._ping_frame = self._encode(wire.Ping())
+        self._identify = identify
+        self._describe_conn = describe_conn
+        self._asks: dict[int, _Ask] = {}
+        self._answer_decoders: dict[str, wire.Decoder[Any]] = {}
+        self._ask_seq = 0
+        self._ask_watch: asyncio.Task[None] | None = None
+        #: Synchronous views of this node: ``srv.local.connections``, ``.rooms``, ``.topics``.
+        self.local = LocalView(self)
+        #: Asynchronous views of the whole cluster, read from the adapter's presence.
+        self.cluster = ClusterView(self)
 
     # ------------------------------------------------------------------ setup
     def implement(self, handlers: Mapping[str, Mapping[str, Handler]]) -> None:
@@ -384,6 +416,13 @@ class SocketServer:
             ping_interval=None,
             compression=None,
         )
+
+    def use_adapter(self, adapter: Adapter) -> None:
+        """Replace the adapter before the server starts (how ``superline-zmq run`` clusters an app)."""
+        if self._started:
+            raise RuntimeError("the server has started; choose its adapter before listen()/start()")
+        self.adapter = adapter
+        self._channels = ChannelTable(adapter, self._spawn)
 
     async def start(self) -> None:
         """Join the cluster through the adapter and start the heartbeat; idempotent.
@@ -438,6 +477,9 @@ class SocketServer:
                 if not p.future.done():
                     p.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             self._pending.clear()
+            for ask in list(self._asks.values()):
+                if not ask.future.done():
+                    ask.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             await self._channels.drain()
             if self._started:
                 await self.adapter.close()
@@ -536,9 +578,186 @@ class SocketServer:
                     self._report(exc, conn)
                     await ws.close(1011, "on_connection failed")
                     return
+            await self._announce(conn)
             await self._read_loop(conn)
         finally:
             await self._drop(conn)
+
+    # ------------------------------------------------------------------ presence
+    async def _announce(self, conn: Conn) -> None:
+        """After on_connection: identify the user, join its channel, publish the descriptor."""
+        extra: dict[str, Any] = {}
+        if self._identify is not None:
+            try:
+                uid = self._identify(conn)
+                conn.user_id = None if uid is None else str(uid)
+            except Exception as exc:
+                self._report(exc, conn)
+        if self._describe_conn is not None:
+            try:
+                extra = dict(self._describe_conn(conn))
+                clash = RESERVED_FIELDS.intersection(extra)
+                if clash:
+                    raise ValueError(f"describe_conn returned reserved field(s) {sorted(clash)} for {conn.id}")
+                msgspec.msgpack.encode(extra)
+            except Exception as exc:
+                self.stats.presence_errors += 1
+                self._report(exc, conn)
+                extra = {}
+        if conn.user_id is not None and not conn._closed:
+            ch = self._channels.add_member(f"u:{conn.user_id}", conn)
+            try:
+                await asyncio.shield(ch.live)
+            except Exception as exc:
+                self._report(exc, conn)
+        if conn._closed:
+            return
+        conn._desc = ConnDescriptor(
+            id=conn.id,
+            role=conn.role,
+            node_id=self.node_id,
+            connected_at=conn.connected_at,
+            user_id=conn.user_id,
+            rooms=tuple(sorted(conn._rooms)),
+            extra=extra,
+        )
+        presence = self.adapter.presence
+        if presence is not None:
+            presence.put(conn._desc)
+
+    def _presence_rooms_changed(self, conn: Conn) -> None:
+        desc = conn._desc
+        if desc is None or conn._closed:
+            return
+        conn._desc = msgspec.structs.replace(desc, rooms=tuple(sorted(conn._rooms)))
+        presence = self.adapter.presence
+        if presence is not None:
+            presence.put(conn._desc)
+
+    def _presence(self) -> Presence:
+        presence = self.adapter.presence
+        if presence is None:
+            raise SuperlineError(
+                f"the {self.adapter.name!r} adapter ({type(self.adapter).__name__}) has no presence, "
+                "so srv.cluster and srv.is_online are unavailable; use an adapter that implements "
+                "presence (memory, zeromq or redis)"
+            )
+        return presence
+
+    async def is_online(self, user_id: str) -> bool:
+        """Whether ``user_id`` (as ``identify`` returns it) has a connection on any live node."""
+        return await self._presence().is_online(str(user_id))
+
+    # ------------------------------------------------------------------ targeted sends
+    def to_conn(self, id: str) -> ConnTarget:
+        """Reach one connection on whichever node holds it (the id names the node)."""
+        return ConnTarget(self, ConnId(id))
+
+    def to_user(self, user_id: str) -> UserTarget:
+        """Reach every connection of a user (as ``identify`` names it) on every node."""
+        return UserTarget(self, str(user_id))
+
+    def _shared_event(self, event: Entry | str, payload: Any, where: str) -> bytes:
+        name = self.contract.name_of(event)
+        entry = self.contract.shared.events.get(name)
+        if entry is None:
+            raise ValueError(f"{name!r} is not a shared event; {where} takes shared events only")
+        data = self._encode(wire.EvtOut(name, payload))
+        if self._validate_out:
+            self._check_outgoing(f"event {name!r}", entry.payload, data, self._evt_decoder)
+        return data
+
+    def _drop_targeted(self, reason: str, target: str, what: str) -> None:
+        if reason == "node":
+            self.stats.dropped_unknown_node += 1
+        else:
+            self.stats.dropped_unknown_conn += 1
+        self._rlog.log(
+            logging.WARNING, f"target_{reason}", "dropped %s to %s: no live %s holds it", what, target, reason
+        )
+
+    def _emit_to(self, id: ConnId, data: bytes) -> None:
+        node = node_of(id)
+        if node == self.node_id:
+            conn = self._conns.get(id)
+            if conn is None:
+                self._drop_targeted("connection", id, "an event")
+                return
+            self.stats.targeted_sent += 1
+            self._send(conn, data)
+            return
+        if node is None or not self.adapter.is_alive(node):
+            self._drop_targeted("node", id, "an event")
+            return
+        if self.adapter.send(node, envelope.encode(envelope.EmitTo(id, data))):
+            self.stats.targeted_sent += 1
+        else:
+            self._drop_targeted("node", id, "an event")
+
+    def _close_to(self, id: ConnId, code: int, reason: str) -> None:
+        node = node_of(id)
+        if node == self.node_id:
+            conn = self._conns.get(id)
+            if conn is None:
+                self._drop_targeted("connection", id, "a close")
+                return
+            self._spawn(conn.close(code, reason))
+            return
+        if (
+            node is None
+            or not self.adapter.is_alive(node)
+            or not self.adapter.send(node, envelope.encode(envelope.CloseConn(id, code, reason)))
+        ):
+            self._drop_targeted("node", id, "a close")
+
+    async def _ask(self, id: ConnId, name: Any, input: Any, timeout: float) -> Any:
+        n = self.contract.name_of(name)
+        entry = self.contract.shared.server_requests.get(n)
+        if entry is None:
+            raise ValueError(f"{n!r} is not a shared server request; to_conn(id).request takes shared ones only")
+        node = node_of(id)
+        if node == self.node_id:
+            conn = self._conns.get(id)
+            if conn is None or conn._closed:
+                raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}': no live node holds connection {id}")
+            return await self._server_request(conn, n, input, timeout)
+        if node is None or not self.adapter.is_alive(node):
+            raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}': no live node holds connection {id}")
+        self._ask_seq += 1
+        rid = self._ask_seq
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._asks[rid] = _Ask(fut, node, n)
+        self.stats.remote_requests += 1
+        try:
+            raw_input = self._encode(input)
+            if not self.adapter.send(node, envelope.encode(envelope.Ask(rid, id, n, raw_input, timeout))):
+                raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}': node {node} is gone")
+            if self._ask_watch is None or self._ask_watch.done():
+                self._ask_watch = self._spawn(self._watch_asks())
+            try:
+                async with asyncio.timeout(timeout):
+                    raw = await fut
+            except TimeoutError:
+                raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}' timed out") from None
+        finally:
+            self._asks.pop(rid, None)
+        try:
+            dec = self._answer_decoders.get(n)
+            if dec is None:
+                dec = self._answer_decoders[n] = self.serializer.decoder(entry.output)
+            return wire.payload(msgspec.Raw(raw), dec, self._null)
+        except msgspec.ValidationError as exc:
+            raise validation_error(exc, f"answer to {n!r}") from exc
+
+    async def _watch_asks(self) -> None:
+        """While requests to other nodes are pending, fail those whose node died, at once."""
+        while self._asks:
+            await asyncio.sleep(0.1)
+            for ask in list(self._asks.values()):
+                if not ask.future.done() and not self.adapter.is_alive(ask.node):
+                    ask.future.set_exception(
+                        SocketError(ErrorCode.TIMEOUT, f"Request '{ask.name}': node {ask.node} is gone")
+                    )
 
     async def _read_loop(self, conn: Conn) -> None:
         ws = conn._ws
@@ -576,6 +795,13 @@ class SocketServer:
         conn._closed = True
         conn.close_code = conn._ws.close_code
         self._conns.pop(conn.id, None)
+        if conn._desc is not None:
+            conn._desc = None
+            presence = self.adapter.presence
+            if presence is not None:
+                presence.remove(conn.id)
+        if conn.user_id is not None:
+            self._channels.remove_member(f"u:{conn.user_id}", conn)
         for name in list(conn._topics):
             self._leave_topic(conn, name)
         for room in list(conn._rooms):
@@ -795,6 +1021,7 @@ class SocketServer:
         if name in conn._rooms:
             conn._rooms.discard(name)
             self._channels.remove_member(f"r:{name}", conn)
+            self._presence_rooms_changed(conn)
 
     # ------------------------------------------------------------------ cluster bus
     def subscribe(self, topic: Entry | str, listener: BusListener) -> BusSubscription:
@@ -818,10 +1045,22 @@ class SocketServer:
         if ch is None:
             self.stats.dropped_no_channel += 1
             return
+        if data[:1] == envelope.CONTROL_MARK:
+            self._on_control(channel, ch.members, data)
+            return
         if ch.members:
             self._fanout(ch.members, data)
         if ch.listeners:
             self._deliver_to_listeners(channel, ch.listeners, data)
+
+    def _on_control(self, channel: str, members: set[Conn], data: bytes) -> None:
+        try:
+            ctl = envelope.decode_control(data)
+        except ValueError as exc:
+            self._bad_cluster_message(channel, exc)
+            return
+        for conn in list(members):
+            self._spawn(conn.close(ctl.code, ctl.reason))
 
     def _deliver_to_listeners(self, channel: str, listeners: list[Any], data: bytes) -> None:
         """Decode a pub frame once per listener schema and call the bus listeners.
@@ -850,11 +1089,70 @@ class SocketServer:
                 self._report(exc, None)
 
     def _on_direct(self, sender: NodeId, data: bytes) -> None:
+        try:
+            msg = envelope.decode_direct(data)
+        except ValueError as exc:
+            self._bad_cluster_message(sender, exc)
+            return
+        if isinstance(msg, envelope.EmitTo):
+            conn = self._conns.get(ConnId(msg.conn))
+            if conn is None:
+                self._drop_targeted("connection", msg.conn, f"an event from node {sender}")
+            else:
+                self._send(conn, msg.frame)
+        elif isinstance(msg, envelope.Answer):
+            ask = self._asks.get(msg.rid)
+            if ask is None or ask.future.done() or ask.node != sender:
+                self.stats.late_replies += 1
+            elif msg.code is None:
+                ask.future.set_result(msg.data if msg.data is not None else self._null)
+            else:
+                err_data = None
+                if msg.data is not None:
+                    try:
+                        err_data = self.serializer.decode_any(msg.data)
+                    except Exception:
+                        err_data = None
+                ask.future.set_exception(SocketError(msg.code, msg.message, err_data))
+        elif isinstance(msg, envelope.Ask):
+            self._spawn(self._answer_ask(sender, msg))
+        else:
+            conn = self._conns.get(ConnId(msg.conn))
+            if conn is None:
+                self._drop_targeted("connection", msg.conn, f"a close from node {sender}")
+            else:
+                self._spawn(conn.close(msg.code, msg.reason))
+
+    async def _answer_ask(self, sender: NodeId, ask: envelope.Ask) -> None:
+        """Run a server request for another node and send the raw answer back to it."""
+        conn = self._conns.get(ConnId(ask.conn))
+        if conn is None or conn._closed:
+            answer = envelope.Answer(ask.rid, ErrorCode.TIMEOUT, f"no live node holds connection {ask.conn}")
+        elif ask.name not in conn._surface.server_requests:
+            answer = envelope.Answer(
+                ask.rid, ErrorCode.NOT_FOUND, f"{ask.name!r} is not a server request of {conn.role!r}"
+            )
+        else:
+            try:
+                raw = await self._server_request(conn, ask.name, msgspec.Raw(ask.input), ask.timeout, raw=True)
+                answer = envelope.Answer(ask.rid, None, "", bytes(raw))
+            except SocketError as exc:
+                data = None
+                if exc.data is not None:
+                    try:
+                        data = self._encode(exc.data)
+                    except (TypeError, ValueError):
+                        data = None
+                answer = envelope.Answer(ask.rid, exc.code, exc.message, data)
+        if not self.adapter.send(sender, envelope.encode(answer)):
+            self._rlog.log(logging.WARNING, "answer", "could not return an answer to node %s: it is gone", sender)
+
+    def _bad_cluster_message(self, sender: str, exc: Exception) -> None:
         self.stats.bad_cluster_messages += 1
-        self._rlog.log(logging.WARNING, "direct", "dropped a direct message from %s: not supported yet", sender)
+        self._rlog.log(logging.WARNING, "bad_cluster", "dropped a malformed message from node %s: %s", sender, exc)
 
     # ------------------------------------------------------------------ server -> client requests
-    async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float) -> Any:
+    async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float, *, raw: bool = False) -> Any:
         n = self.contract.name_of(name)
         entry = conn._surface.server_requests.get(n)
         if entry is None:
@@ -864,7 +1162,7 @@ class SocketServer:
         self._seq += 1
         i = self._seq
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[i] = _Pending(fut, conn, n, self.serializer.decoder(entry.output))
+        self._pending[i] = _Pending(fut, conn, n, None if raw else self.serializer.decoder(entry.output))
         try:
             self._send(conn, self._encode(wire.SReqOut(i, n, input)))
             async with asyncio.timeout(timeout):
@@ -881,6 +1179,9 @@ class SocketServer:
             return
         if isinstance(frame, wire.SErr):
             p.future.set_exception(SocketError(frame.code, frame.m, None if frame.d is msgspec.UNSET else frame.d))
+            return
+        if p.decoder is None:  # asked for another node: it validates the raw answer itself
+            p.future.set_result(self._null if frame.d is msgspec.UNSET else frame.d)
             return
         try:
             p.future.set_result(wire.payload(frame.d, p.decoder, self._null))
@@ -957,16 +1258,25 @@ class SocketServer:
     async def _heartbeat_loop(self, hb: Heartbeat) -> None:
         while True:
             await asyncio.sleep(hb.interval)
-            self.tick_heartbeat()
+            conns = list(self._conns.values())
+            # in batches, yielding between them, so 10k connections never stall the loop
+            for k in range(0, len(conns), HEARTBEAT_BATCH):
+                self._heartbeat_batch(conns[k : k + HEARTBEAT_BATCH])
+                await asyncio.sleep(0)
 
     def tick_heartbeat(self) -> None:
         """Run one heartbeat tick now: ping every connection, reap those over ``max_missed``."""
+        self._heartbeat_batch(list(self._conns.values()))
+
+    def _heartbeat_batch(self, conns: list[Conn]) -> None:
         hb = self.heartbeat
         max_missed = hb.max_missed if hb is not None else None
         now = self._clock()
         ping = self._ping_frame
         alive: list[ServerConnection] = []
-        for conn in list(self._conns.values()):
+        for conn in conns:
+            if conn._closed:
+                continue
             if max_missed is not None and conn._missed >= max_missed:
                 self.stats.reaped += 1
                 self._rlog.log(logging.INFO, "reap", "terminating %s: %d pings unanswered", conn.id, conn._missed)
@@ -976,6 +1286,125 @@ class SocketServer:
             conn.last_ping_at = now
             alive.append(conn._ws)
         broadcast(alive, ping, text=self._text)
+
+
+#: Connections pinged per slice of a heartbeat tick before yielding to the event loop.
+HEARTBEAT_BATCH = 1000
+
+
+class LocalView:
+    """This node's connections, rooms and topics, read synchronously."""
+
+    def __init__(self, server: SocketServer) -> None:
+        self._server = server
+
+    @property
+    def connections(self) -> list[Conn]:
+        """Open connections on this node, oldest first."""
+        return list(self._server._conns.values())
+
+    @property
+    def rooms(self) -> list[str]:
+        """Names of rooms with members on this node."""
+        return sorted(ch.name[2:] for ch in self._server._channels if ch.name.startswith("r:") and ch.members)
+
+    @property
+    def topics(self) -> list[str]:
+        """Names of topics with subscribers on this node (role topics under their own name)."""
+        names = {ch.name.split(":", 2)[2] for ch in self._server._channels if ch.name.startswith("t:") and ch.members}
+        return sorted(names)
+
+
+class ClusterView:
+    """The whole cluster as the adapter's presence knows it; every read is async.
+
+    Raises :class:`~superline_zmq.SuperlineError` on an adapter without presence.
+    """
+
+    def __init__(self, server: SocketServer) -> None:
+        self._server = server
+
+    async def count(self) -> int:
+        """Connections on every live node."""
+        return await self._server._presence().count()
+
+    async def connections(self) -> list[ConnDescriptor]:
+        """Descriptors of every connection on every live node, oldest first."""
+        return await self._server._presence().connections()
+
+    async def by_user(self, user_id: str) -> list[ConnDescriptor]:
+        """A user's connections (as ``identify`` names the user), on any live node."""
+        return await self._server._presence().by_user(str(user_id))
+
+    async def room(self, name: str) -> list[ConnDescriptor]:
+        """Members of room ``name`` on every live node."""
+        return await self._server._presence().room(name)
+
+    async def topology(self) -> list[NodeInfo]:
+        """Every known node: connection count, rooms, and whether it is alive."""
+        return await self._server._presence().topology()
+
+
+class ConnTarget:
+    """One connection anywhere in the cluster; see :meth:`SocketServer.to_conn`."""
+
+    __slots__ = ("_server", "id")
+
+    def __init__(self, server: SocketServer, id: ConnId) -> None:
+        self._server = server
+        self.id = id
+
+    def emit(self, event: Entry | str, payload: Any = None) -> None:
+        """Send a shared event; dropped and counted if no live node holds the connection."""
+        srv = self._server
+        srv._emit_to(self.id, srv._shared_event(event, payload, "to_conn(id).emit"))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection on whichever node holds it (does not wait)."""
+        self._server._close_to(self.id, code, reason)
+
+    @overload
+    async def request(self, name: ServerRequest[I, O], input: I | Any, *, timeout: float = 30.0) -> O: ...
+    @overload
+    async def request(self, name: str, input: Any = None, *, timeout: float = 30.0) -> Any: ...
+    async def request(self, name: Any, input: Any = None, *, timeout: float = 30.0) -> Any:
+        """Ask the client a shared server request and return its validated answer.
+
+        Rejects ``TIMEOUT`` when no live node holds the connection (at once if its node is
+        known to be gone) or the client does not answer within ``timeout``; ``VALIDATION``
+        when the answer does not fit the output schema; or the client's own error.
+        """
+        return await self._server._ask(self.id, name, input, timeout)
+
+
+class UserTarget:
+    """Every connection of one user, on every node; see :meth:`SocketServer.to_user`."""
+
+    __slots__ = ("_server", "user_id")
+
+    def __init__(self, server: SocketServer, user_id: str) -> None:
+        self._server = server
+        self.user_id = user_id
+
+    def emit(self, event: Entry | str, payload: Any = None) -> None:
+        """Send a shared event to each of the user's connections (encoded once)."""
+        srv = self._server
+        data = srv._shared_event(event, payload, "to_user(uid).emit")
+        channel = f"u:{self.user_id}"
+        ch = srv._channels.get(channel)
+        if ch is not None and ch.members:
+            srv._fanout(ch.members, data)
+        srv.adapter.publish(channel, data)
+
+    def disconnect(self, code: int = 1000, reason: str = "") -> None:
+        """Close every connection of the user, on every node (does not wait)."""
+        srv = self._server
+        channel = f"u:{self.user_id}"
+        ch = srv._channels.get(channel)
+        if ch is not None:
+            for conn in list(ch.members):
+                srv._spawn(conn.close(code, reason))
+        srv.adapter.publish(channel, envelope.control(envelope.UserControl(code, reason)))
 
 
 class RoleLens:
@@ -1037,6 +1466,7 @@ class Room:
         srv = self._server
         if srv._conns.get(conn.id) is not conn:
             raise ValueError(f"{conn!r} is not an open connection of this server")
+        already = self.name in conn._rooms
         conn._rooms.add(self.name)
         ch = srv._channels.add_member(self._channel, conn)
         try:
@@ -1044,6 +1474,8 @@ class Room:
         except BaseException:
             srv._leave_room(conn, self.name)
             raise
+        if not already and self.name in conn._rooms:
+            srv._presence_rooms_changed(conn)
 
     def remove(self, conn: Conn) -> None:
         """Remove a connection (no-op if it is not a member)."""

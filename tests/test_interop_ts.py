@@ -117,8 +117,7 @@ async def run_scenarios(url: str, *names: str) -> dict[str, dict[str, Any]]:
             lines[line["scenario"]] = line
     failed = {n: line.get("error") for n, line in lines.items() if not line["ok"]}
     assert proc.returncode == 0 and not failed, (
-        f"ts_scenarios.mjs exited {proc.returncode}; failed scenarios: {failed}\n"
-        f"stdout:\n{stdout}\nstderr:\n{stderr}"
+        f"ts_scenarios.mjs exited {proc.returncode}; failed scenarios: {failed}\nstdout:\n{stdout}\nstderr:\n{stderr}"
     )
     missing = [n for n in names if n not in lines]
     assert not missing, f"no result line for {missing}\nstdout:\n{stdout}\nstderr:\n{stderr}"

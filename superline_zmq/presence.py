@@ -1,0 +1,325 @@
+"""The presence replica: who is connected where, per node, indexed for cluster queries (pure).
+
+Every node is the single writer of its own *slice* (the descriptors of its own
+connections). A :class:`LocalSlice` turns this node's changes into numbered
+:class:`Delta` s; a :class:`PresenceReplica` holds every node's slice as last seen,
+applies deltas in sequence order (stale or duplicate ones are ignored; a gap asks the
+caller to pull a :class:`Snapshot`), and answers queries from indexes by user, by room
+and by node, so no query walks every descriptor.
+
+Liveness is part of the replica: each node is *heard* (a beat, a delta, a snapshot);
+a node not heard within ``ttl`` is dead, drops out of every query at once, and is shown
+as ``alive=False`` in :meth:`PresenceReplica.topology` until it is forgotten. The clock
+is injected, so all of this runs in a unit test with no sockets and no sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import msgspec
+
+from superline_zmq.ids import NodeId
+
+
+class ConnDescriptor(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A serializable snapshot of one connection, as every node of the cluster sees it.
+
+    ``extra`` holds the fields your ``describe_conn`` hook returned; ``ctx`` is never
+    serialized. Live values such as ``last_pong_at`` stay on the owning node.
+    """
+
+    id: str
+    role: str
+    node_id: str
+    connected_at: float
+    user_id: str | None = None
+    rooms: tuple[str, ...] = ()
+    extra: dict[str, Any] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form super-line users know: core fields plus ``describe_conn`` fields."""
+        d: dict[str, Any] = {"id": self.id, "role": self.role, "node_id": self.node_id}
+        d["connected_at"] = self.connected_at
+        if self.user_id is not None:
+            d["user_id"] = self.user_id
+        d["rooms"] = list(self.rooms)
+        d.update(self.extra)
+        return d
+
+
+#: Keys ``describe_conn`` may not return: they would shadow the descriptor's own fields.
+RESERVED_FIELDS = frozenset(ConnDescriptor.__struct_fields__)
+
+
+class NodeInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One node in :meth:`PresenceReplica.topology`."""
+
+    node_id: str
+    connections: int
+    rooms: tuple[str, ...]
+    alive: bool
+
+
+class Delta(msgspec.Struct, frozen=True, tag="delta", array_like=True):
+    """Change number ``seq`` of ``node``'s slice: ``put`` a descriptor, or ``remove`` an id."""
+
+    node: str
+    seq: int
+    put: ConnDescriptor | None = None
+    remove: str | None = None
+
+
+class Snapshot(msgspec.Struct, frozen=True, tag="snap", array_like=True):
+    """``node``'s whole slice as of ``seq``."""
+
+    node: str
+    seq: int
+    conns: list[ConnDescriptor]
+
+
+Applied = Literal["applied", "stale", "gap"]
+
+
+class LocalSlice:
+    """This node's own connections: the single writer, numbering every change."""
+
+    def __init__(self, node: NodeId) -> None:
+        self.node = node
+        self.seq = 0
+        self.conns: dict[str, ConnDescriptor] = {}
+
+    def put(self, desc: ConnDescriptor) -> Delta:
+        """Add or replace a descriptor (it must name this node)."""
+        if desc.node_id != self.node:
+            raise ValueError(f"descriptor {desc.id} names node {desc.node_id}, not this node {self.node}")
+        self.conns[desc.id] = desc
+        self.seq += 1
+        return Delta(self.node, self.seq, put=desc)
+
+    def remove(self, conn_id: str) -> Delta | None:
+        """Remove a descriptor; None if it was not there (nothing to tell anyone)."""
+        if self.conns.pop(conn_id, None) is None:
+            return None
+        self.seq += 1
+        return Delta(self.node, self.seq, remove=conn_id)
+
+    def snapshot(self) -> Snapshot:
+        """The whole slice, for a peer that joined or missed a delta."""
+        return Snapshot(self.node, self.seq, list(self.conns.values()))
+
+
+class _Slice:
+    __slots__ = ("conns", "heard_at", "rooms", "seq")
+
+    def __init__(self, now: float) -> None:
+        self.seq = 0
+        self.conns: dict[str, ConnDescriptor] = {}
+        self.rooms: dict[str, int] = {}  # room -> members on this node
+        self.heard_at = now
+
+
+class PresenceReplica:
+    """Every node's slice, indexed by user and by room, with per-node liveness."""
+
+    def __init__(
+        self,
+        node: NodeId,
+        *,
+        ttl: float = 5.0,
+        forget_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError(f"ttl must be positive, got {ttl}")
+        self.node = node
+        self.ttl = ttl
+        #: A dead node stays in topology() (alive=False) until this long after it was last heard.
+        self.forget_after = forget_after if forget_after is not None else 2 * ttl
+        self._clock = clock
+        self._slices: dict[NodeId, _Slice] = {node: _Slice(clock())}
+        self._by_user: dict[str, set[str]] = {}
+        self._by_room: dict[str, set[str]] = {}
+        self._where: dict[str, NodeId] = {}  # conn id -> node
+
+    # ------------------------------------------------------------------ liveness
+    def heard(self, node: NodeId, seq: int | None = None) -> bool:
+        """Record that ``node`` is alive; True when ``seq`` shows we are behind (pull a snapshot)."""
+        s = self._slices.get(node)
+        if s is None:
+            s = self._slices[node] = _Slice(self._clock())
+        s.heard_at = self._clock()
+        return seq is not None and seq > s.seq
+
+    def alive(self, node: NodeId) -> bool:
+        """Whether ``node`` was heard within ``ttl`` (this node always is)."""
+        if node == self.node:
+            return True
+        s = self._slices.get(node)
+        return s is not None and self._clock() - s.heard_at <= self.ttl
+
+    def seq_of(self, node: NodeId) -> int:
+        """The last sequence number applied for ``node`` (0 if none)."""
+        s = self._slices.get(node)
+        return s.seq if s is not None else 0
+
+    def known(self, node: NodeId) -> bool:
+        """Whether the replica holds a slice for ``node``, alive or not."""
+        return node in self._slices
+
+    def nodes(self) -> list[NodeId]:
+        """Every node with a slice here, alive or not."""
+        return list(self._slices)
+
+    def forget(self, node: NodeId) -> bool:
+        """Drop ``node``'s slice at once (it left gracefully, or expired); True if it was known."""
+        if node == self.node:
+            raise ValueError("a replica cannot forget its own node")
+        s = self._slices.pop(node, None)
+        if s is None:
+            return False
+        for desc in s.conns.values():
+            self._unindex(desc)
+        return True
+
+    def expire(self) -> list[NodeId]:
+        """Forget nodes silent for ``forget_after``; returns them. Call it now and then."""
+        now = self._clock()
+        gone = [n for n, s in self._slices.items() if n != self.node and now - s.heard_at > self.forget_after]
+        for n in gone:
+            self.forget(n)
+        return gone
+
+    # ------------------------------------------------------------------ writes
+    def apply(self, delta: Delta) -> Applied:
+        """Apply a delta from its node: in order, ignoring stale ones, reporting gaps."""
+        node = NodeId(delta.node)
+        s = self._slices.get(node)
+        if s is None:
+            s = self._slices[node] = _Slice(self._clock())
+        s.heard_at = self._clock()
+        if delta.seq <= s.seq:
+            return "stale"
+        if delta.seq != s.seq + 1:
+            return "gap"
+        s.seq = delta.seq
+        if delta.put is not None:
+            self._put(node, s, delta.put)
+        elif delta.remove is not None:
+            self._remove(s, delta.remove)
+        return "applied"
+
+    def apply_snapshot(self, snap: Snapshot) -> bool:
+        """Replace ``snap.node``'s slice unless we already hold a newer one; True if applied."""
+        node = NodeId(snap.node)
+        s = self._slices.get(node)
+        if s is None:
+            s = self._slices[node] = _Slice(self._clock())
+        s.heard_at = self._clock()
+        if snap.seq < s.seq:
+            return False
+        incoming = {d.id: d for d in snap.conns}
+        for cid in [c for c in s.conns if c not in incoming]:
+            self._remove(s, cid)
+        for desc in incoming.values():
+            if s.conns.get(desc.id) != desc:
+                self._put(node, s, desc)
+        s.seq = snap.seq
+        return True
+
+    def _put(self, node: NodeId, s: _Slice, desc: ConnDescriptor) -> None:
+        if desc.node_id != node:
+            return  # a node writes only its own slice; ignore anything else
+        old = s.conns.get(desc.id)
+        if old is not None:
+            self._unindex_from(s, old)
+        else:
+            other = self._where.get(desc.id)
+            if other is not None and other != node:
+                return
+        s.conns[desc.id] = desc
+        self._where[desc.id] = node
+        if desc.user_id is not None:
+            self._by_user.setdefault(desc.user_id, set()).add(desc.id)
+        for room in desc.rooms:
+            self._by_room.setdefault(room, set()).add(desc.id)
+            s.rooms[room] = s.rooms.get(room, 0) + 1
+
+    def _remove(self, s: _Slice, conn_id: str) -> None:
+        old = s.conns.pop(conn_id, None)
+        if old is not None:
+            self._unindex_from(s, old)
+
+    def _unindex_from(self, s: _Slice, desc: ConnDescriptor) -> None:
+        self._unindex(desc)
+        for room in desc.rooms:
+            n = s.rooms.get(room, 0) - 1
+            if n > 0:
+                s.rooms[room] = n
+            else:
+                s.rooms.pop(room, None)
+
+    def _unindex(self, desc: ConnDescriptor) -> None:
+        self._where.pop(desc.id, None)
+        if desc.user_id is not None:
+            _discard(self._by_user, desc.user_id, desc.id)
+        for room in desc.rooms:
+            _discard(self._by_room, room, desc.id)
+
+    # ------------------------------------------------------------------ reads
+    def _live(self, ids: Iterable[str]) -> list[ConnDescriptor]:
+        out = []
+        for cid in ids:
+            node = self._where[cid]
+            if self.alive(node):
+                out.append(self._slices[node].conns[cid])
+        return sorted(out, key=_order)
+
+    def get(self, conn_id: str) -> ConnDescriptor | None:
+        """The descriptor of ``conn_id`` if its node is alive."""
+        node = self._where.get(conn_id)
+        if node is None or not self.alive(node):
+            return None
+        return self._slices[node].conns[conn_id]
+
+    def count(self) -> int:
+        """Connections on live nodes (one step per node, not per connection)."""
+        return sum(len(s.conns) for n, s in self._slices.items() if self.alive(n))
+
+    def connections(self) -> list[ConnDescriptor]:
+        """Every connection on a live node, oldest first."""
+        out = [d for n, s in self._slices.items() if self.alive(n) for d in s.conns.values()]
+        return sorted(out, key=_order)
+
+    def by_user(self, user_id: str) -> list[ConnDescriptor]:
+        """``user_id``'s connections on live nodes."""
+        return self._live(self._by_user.get(user_id, ()))
+
+    def is_online(self, user_id: str) -> bool:
+        """Whether ``user_id`` has a connection on a live node."""
+        return any(self.alive(self._where[cid]) for cid in self._by_user.get(user_id, ()))
+
+    def room(self, name: str) -> list[ConnDescriptor]:
+        """Members of room ``name`` on live nodes."""
+        return self._live(self._by_room.get(name, ()))
+
+    def topology(self) -> list[NodeInfo]:
+        """Every known node: its connection count, its rooms, and whether it is alive."""
+        return [
+            NodeInfo(node_id=n, connections=len(s.conns), rooms=tuple(sorted(s.rooms)), alive=self.alive(n))
+            for n, s in sorted(self._slices.items())
+        ]
+
+
+def _order(d: ConnDescriptor) -> tuple[float, str]:
+    return (d.connected_at, d.id)
+
+
+def _discard(index: dict[str, set[str]], key: str, value: str) -> None:
+    ids = index.get(key)
+    if ids is not None:
+        ids.discard(value)
+        if not ids:
+            del index[key]
