@@ -1225,7 +1225,15 @@ class SocketServer:
             bp.max_buffered_bytes,
         )
         conn._closed = True
-        self._spawn(conn._ws.close(1013, "backpressure limit exceeded"))
+        self._spawn(self._close_slow(conn))
+
+    async def _close_slow(self, conn: Conn) -> None:
+        """Close with 1013; a peer too slow to take the close frame is cut off after a grace."""
+        try:
+            async with asyncio.timeout(SLOW_CLOSE_GRACE):
+                await conn._ws.close(1013, "backpressure limit exceeded")
+        except TimeoutError:
+            conn.terminate()
 
     def _send_err(self, conn: Conn, i: int, code: str, message: str, data: Any = None) -> None:
         frame = wire.Err(code, message, i, msgspec.UNSET if data is None else data)
@@ -1287,6 +1295,9 @@ class SocketServer:
             alive.append(conn._ws)
         broadcast(alive, ping, text=self._text)
 
+
+#: Seconds a backpressure close waits for the peer's closing handshake before aborting.
+SLOW_CLOSE_GRACE = 1.0
 
 #: Connections pinged per slice of a heartbeat tick before yielding to the event loop.
 HEARTBEAT_BATCH = 1000

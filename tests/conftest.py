@@ -118,3 +118,6 @@ async def open_raw(make_server: MakeServer) -> AsyncIterator[OpenRaw]:
 
 # Fan-out fixtures (a cluster of N nodes behind one interface; see tests/cluster.py).
 from cluster import cluster, make_cluster  # noqa: E402, F401
+
+# Presence fixtures (N nodes driven over WebSockets only; see tests/presence_cluster.py).
+from presence_cluster import make_presence_cluster, multi, pcluster  # noqa: E402, F401
