@@ -3,7 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
-from superline_zmq.adapter import Adapter
+from superline_zmq.adapter import Adapter, Presence
 from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
 from superline_zmq.client import Backoff, Client, Subscription, connect
 from superline_zmq.contract import (
@@ -20,17 +20,22 @@ from superline_zmq.contract import (
 )
 from superline_zmq.errors import ContractError, ErrorCode, SocketError, SuperlineError
 from superline_zmq.ids import ConnId, NodeId, UserId
+from superline_zmq.presence import ConnDescriptor, NodeInfo
 from superline_zmq.server import (
     Auth,
     Backpressure,
     BusMeta,
     BusSubscription,
+    ClusterView,
     Conn,
+    ConnTarget,
     Handshake,
     Heartbeat,
+    LocalView,
     MiddlewareInfo,
     Room,
     SocketServer,
+    UserTarget,
     create_socket_server,
 )
 from superline_zmq.wire import JsonSerializer, MsgpackSerializer, Serializer
@@ -43,8 +48,11 @@ __all__ = [
     "BusMeta",
     "BusSubscription",
     "Client",
+    "ClusterView",
     "Conn",
+    "ConnDescriptor",
     "ConnId",
+    "ConnTarget",
     "Contract",
     "ContractError",
     "ErrorCode",
@@ -52,11 +60,14 @@ __all__ = [
     "Handshake",
     "Heartbeat",
     "JsonSerializer",
+    "LocalView",
     "MemoryAdapter",
     "MemoryBus",
     "MiddlewareInfo",
     "MsgpackSerializer",
     "NodeId",
+    "NodeInfo",
+    "Presence",
     "Request",
     "Room",
     "Serializer",
@@ -67,6 +78,7 @@ __all__ = [
     "SuperlineError",
     "Topic",
     "UserId",
+    "UserTarget",
     "connect",
     "create_socket_server",
     "define_contract",

@@ -13,6 +13,14 @@ import pytest
 import superline_zmq
 
 EXPECTED_ALL = {
+    # introspection & presence
+    "ClusterView",
+    "ConnDescriptor",
+    "ConnTarget",
+    "LocalView",
+    "NodeInfo",
+    "Presence",
+    "UserTarget",
     "Adapter",
     "BusMeta",
     "BusSubscription",
