@@ -45,10 +45,11 @@ class Peer(msgspec.Struct, frozen=True, array_like=True):
 
 
 class Hello(msgspec.Struct, frozen=True, tag="hello", array_like=True):
-    """A newcomer introduces itself to a seed (sent directly)."""
+    """A newcomer introduces itself to a seed (sent directly), with its slice's sequence."""
 
     node: str
     addr: Addr
+    seq: int = 0
 
 
 class Welcome(msgspec.Struct, frozen=True, tag="welcome", array_like=True):
@@ -165,16 +166,29 @@ class Gossip:
         self._tombstones: dict[NodeId, tuple[float, bool]] = {}
         self._pulls: dict[NodeId, float] = {}  # outstanding pulls: node -> sent at
         self._unheard: dict[NodeId, float] = {}  # members known by hearsay only -> since
-        self.stats = {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0}
+        self._known_since: dict[NodeId, float] = {}  # when each peer was admitted
+        self._rehello: dict[NodeId, float] = {}  # when we last re-introduced ourselves to it
+        self._last_tick: float | None = None
+        self.stats = {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
 
     # ------------------------------------------------------------------ outbound
     def hello(self) -> bytes:
         """What to send a seed to join through it."""
-        return encode(Hello(self.node, self.addr))
+        return encode(Hello(self.node, self.addr, self.local.seq))
 
     def tick(self) -> list[Action]:
         """Call every ``interval``: beat, forget long-dead members, retry stuck pulls."""
         actions: list[Action] = []
+        now = self._clock()
+        if self._last_tick is not None and now - self._last_tick > self.ttl:
+            # We were stalled (a paused process, a blocked loop) longer than the TTL: the
+            # silence we measured is ours, not theirs. Give every peer a fresh TTL to be heard
+            # again instead of forgetting the whole cluster on resume.
+            self.stats["stalls"] += 1
+            for node in self.peers:
+                if self.replica.known(node):
+                    self.replica.heard(node)
+        self._last_tick = now
         for node in self.replica.expire():
             self.stats["expired"] += 1
             actions.extend(self._drop(node, left=False))
@@ -249,8 +263,21 @@ class Gossip:
         actions = self._admit(node, b.addr, direct=True)
         if self.replica.heard(node, b.seq) and node not in self._pulls:
             actions.append(self._pull(node))
+        listed = False
         for p in b.members:
-            actions.extend(self._admit(NodeId(p.node), p.addr, direct=False))
+            if p.node == self.node:
+                listed = True
+            else:
+                actions.extend(self._admit(NodeId(p.node), p.addr, direct=False))
+        if not listed and node in self.peers:
+            # It does not count us as a live member although we hear it: it forgot us (we
+            # were paused past its TTL) or has not heard us yet. Introduce ourselves again,
+            # at most once every two beats, once it has had time to hear us normally.
+            now = self._clock()
+            since = self._known_since.setdefault(node, now)
+            if now - since >= 2 * self.interval and now - self._rehello.get(node, -1e300) >= 2 * self.interval:
+                self._rehello[node] = now
+                actions.append(Send(node, self.hello()))
         return actions
 
     def _on_snapshot(self, s: Snapshot) -> list[Action]:
@@ -270,7 +297,14 @@ class Gossip:
     def _on_hello(self, h: Hello) -> list[Action]:
         node = NodeId(h.node)
         self._tombstones.pop(node, None)  # a hello is first-hand: whoever it is, they are here now
+        if self.replica.known(node) and h.seq < self.replica.seq_of(node):
+            # a restarted process reusing its node id: its sequence restarted, so drop the
+            # old slice and pull the new one
+            self._pulls.pop(node, None)
+            self.replica.forget(node)
         actions = self._admit(node, h.addr, direct=True)
+        if node in self.peers and node not in self._pulls and h.seq > self.replica.seq_of(node):
+            actions.append(self._pull(node))
         welcome = Welcome(self.node, self.addr, self._members())
         actions.append(Send(node, encode(welcome)))
         return actions
@@ -300,13 +334,14 @@ class Gossip:
             self.replica.heard(node)
             self._unheard.pop(node, None)
         if node in self.peers:
-            if addr is not None and addr != self.peers[node]:
+            if direct and addr is not None and addr != self.peers[node]:  # hearsay may be stale
                 self.peers[node] = dict(addr)
                 return [Disconnect(node), Connect(node, dict(addr))]
             return []
         if addr is None:
             return []  # a delta or snapshot from a node we cannot address yet; its beat will come
         self.peers[node] = dict(addr)
+        self._known_since[node] = self._clock()
         if not direct:
             self._unheard[node] = self._clock()
         return [Connect(node, dict(addr)), self._pull(node)]
@@ -322,6 +357,8 @@ class Gossip:
         self._tombstones[node] = (self._clock() + self.replica.forget_after, left)
         self._pulls.pop(node, None)
         self._unheard.pop(node, None)
+        self._known_since.pop(node, None)
+        self._rehello.pop(node, None)
         if self.replica.known(node):
             self.replica.forget(node)
         if self.peers.pop(node, None) is None:

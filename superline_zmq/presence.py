@@ -138,6 +138,8 @@ class PresenceReplica:
         self.ttl = ttl
         #: A dead node stays in topology() (alive=False) until this long after it was last heard.
         self.forget_after = forget_after if forget_after is not None else 2 * ttl
+        if self.forget_after < ttl:
+            raise ValueError(f"forget_after ({self.forget_after}) must be at least ttl ({ttl})")
         self._clock = clock
         self._slices: dict[NodeId, _Slice] = {node: _Slice(clock())}
         self._by_user: dict[str, set[str]] = {}

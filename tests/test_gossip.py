@@ -1,0 +1,898 @@
+"""The membership and presence gossip state machine (pure: bytes in, actions out).
+
+Two to four :class:`Gossip` instances run against each other over :class:`Net`, a tiny
+in-test network that carries out their actions synchronously: a :class:`Broadcast`
+reaches the members that connected to the sender (PUB/SUB: a node hears another's
+broadcasts only after it was told to :class:`Connect` to it), a :class:`Send` reaches its
+node directly (with ``routed=True`` only a node the sender connected to, as ZeroMQ DEALERs
+do; a hello always reaches its seed). Chosen messages can be dropped to simulate loss, and a node can be paused
+(it neither ticks, sends nor receives). Time is a hand-moved clock shared by all nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
+
+import msgspec
+import pytest
+
+from superline_zmq.gossip import (
+    Action,
+    Addr,
+    Beat,
+    Broadcast,
+    Connect,
+    Disconnect,
+    Gossip,
+    GossipError,
+    GossipPresence,
+    Hello,
+    Leave,
+    Message,
+    Peer,
+    Pull,
+    Send,
+    Welcome,
+    decode,
+    encode,
+)
+from superline_zmq.ids import NodeId
+from superline_zmq.presence import ConnDescriptor, Delta, NodeInfo, Snapshot
+
+INTERVAL = 1.0
+TTL = 5.0
+FORGET = 2 * TTL  # the default forget_after
+
+A, B, C, D = NodeId("A"), NodeId("B"), NodeId("C"), NodeId("D")
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, dt: float) -> None:
+        self.now += dt
+
+
+def addr_of(node: str) -> Addr:
+    return {"pub": f"tcp://{node}:5000", "router": f"tcp://{node}:5001"}
+
+
+def desc(
+    cid: str, node: str, *, user: str | None = None, rooms: tuple[str, ...] = (), at: float = 0.0
+) -> ConnDescriptor:
+    return ConnDescriptor(id=cid, role="user", node_id=node, connected_at=at, user_id=user, rooms=rooms)
+
+
+#: Decides whether a message from ``src`` to ``dst`` is lost.
+Rule = Callable[[NodeId, NodeId, Message], bool]
+
+
+class Net:
+    """Routes the actions of a few Gossip nodes to each other, synchronously."""
+
+    def __init__(self, *, pubsub: bool = True, routed: bool = False, forget_after: float | None = None) -> None:
+        self.clock = Clock()
+        self.pubsub = pubsub
+        self.routed = routed  # a Send reaches only a node the sender connected to (ZeroMQ DEALERs)
+        self.forget_after = forget_after
+        self.nodes: dict[NodeId, Gossip] = {}
+        self.subs: dict[NodeId, set[NodeId]] = {}  # subscriber -> the nodes it connected to
+        self.queue: deque[tuple[NodeId, NodeId, bytes]] = deque()
+        self.paused: set[NodeId] = set()
+        self.rules: list[Rule] = []
+        self.log: list[tuple[NodeId, NodeId, Message]] = []  # every message sent, in order, lost or not
+        self.delivered: list[tuple[NodeId, NodeId, Message]] = []
+        self.lost: list[tuple[NodeId, NodeId, Message]] = []
+        self.refused: list[tuple[NodeId, NodeId, Message]] = []  # sends with no route
+        self.actions: dict[NodeId, list[tuple[float, Action]]] = defaultdict(list)
+
+    # ------------------------------------------------------------ setup
+    def add(self, *names: str) -> list[Gossip]:
+        out = []
+        for name in names:
+            node = NodeId(name)
+            g = Gossip(
+                node, addr_of(name), interval=INTERVAL, ttl=TTL, forget_after=self.forget_after, clock=self.clock
+            )
+            self.nodes[node] = g
+            self.subs[node] = set()
+            out.append(g)
+        return out
+
+    def __getitem__(self, name: str) -> Gossip:
+        return self.nodes[NodeId(name)]
+
+    def drop(self, rule: Rule, *, once: bool = False) -> None:
+        """Lose every message matching ``rule`` (only the first one if ``once``)."""
+        if not once:
+            self.rules.append(rule)
+            return
+
+        def first(src: NodeId, dst: NodeId, msg: Message) -> bool:
+            if rule(src, dst, msg):
+                self.rules.remove(first)
+                return True
+            return False
+
+        self.rules.append(first)
+
+    def partition(self, x: str, y: str) -> None:
+        self.drop(lambda s, d, m: {s, d} == {x, y})
+
+    # ------------------------------------------------------------ running
+    def run(self, src: str, actions: Iterable[Action]) -> list[Action]:
+        """Carry out ``src``'s actions (queueing its messages) and deliver everything."""
+        actions = list(actions)
+        self._execute(NodeId(src), actions)
+        self.deliver()
+        return actions
+
+    def _execute(self, src: NodeId, actions: list[Action]) -> None:
+        for action in actions:
+            self.actions[src].append((self.clock.now, action))
+            if src in self.paused:
+                continue  # a paused process says nothing
+            if isinstance(action, Broadcast):
+                for dst in self.nodes:
+                    if dst != src and (not self.pubsub or src in self.subs[dst]):
+                        self.queue.append((src, dst, action.data))
+            elif isinstance(action, Send):
+                if action.node in self.nodes and (not self.routed or action.node in self.subs[src]):
+                    self.queue.append((src, action.node, action.data))
+                else:
+                    self.refused.append((src, action.node, decode(action.data)))
+            elif isinstance(action, Connect):
+                self.subs[src].add(action.node)
+            else:
+                self.subs[src].discard(action.node)
+
+    def deliver(self) -> None:
+        for _ in range(100_000):
+            if not self.queue:
+                return
+            src, dst, data = self.queue.popleft()
+            msg = decode(data)
+            self.log.append((src, dst, msg))
+            if dst in self.paused or any(rule(src, dst, msg) for rule in list(self.rules)):
+                self.lost.append((src, dst, msg))
+                continue
+            self.delivered.append((src, dst, msg))
+            self._execute(dst, self.nodes[dst].receive(data))
+        raise AssertionError("the network never went quiet")
+
+    def join(self, new: str, seed: str) -> None:
+        """``new`` knows only ``seed``: it sends it a hello (through the seed's endpoint, never refused)."""
+        self.queue.append((NodeId(new), NodeId(seed), self[new].hello()))
+        self.deliver()
+
+    def tick(self) -> None:
+        for node, g in self.nodes.items():
+            if node not in self.paused:
+                self._execute(node, g.tick())
+        self.deliver()
+
+    def step(self, n: int = 1) -> None:
+        """Let ``n`` intervals pass, every running node ticking once per interval."""
+        for _ in range(n):
+            self.clock.advance(INTERVAL)
+            self.tick()
+
+    # ------------------------------------------------------------ looking
+    def sent(self, src: str | None = None, dst: str | None = None, kind: type | None = None) -> list[Message]:
+        """The messages sent so far (delivered or lost), oldest first."""
+        return [
+            m
+            for s, d, m in self.log
+            if (src is None or s == src) and (dst is None or d == dst) and (kind is None or isinstance(m, kind))
+        ]
+
+    def did(self, node: str, since: float = float("-inf")) -> list[Action]:
+        return [a for t, a in self.actions[NodeId(node)] if t >= since]
+
+
+def last_beat(net: Net, src: str, dst: str | None = None) -> list[str]:
+    """The members listed by the last beat ``src`` sent (to ``dst``)."""
+    beat = net.sent(src=src, dst=dst, kind=Beat)[-1]
+    assert isinstance(beat, Beat)
+    return [p.node for p in beat.members]
+
+
+def members(g: Gossip) -> list[str]:
+    """The live members ``g`` knows, itself excluded."""
+    return sorted(n for n in g.peers if g.alive(n))
+
+
+def conns(g: Gossip) -> list[str]:
+    return [d.id for d in g.replica.connections()]
+
+
+def assert_converged(net: Net) -> None:
+    running = [n for n in net.nodes if n not in net.paused]
+    everything = sorted(d.id for n in running for d in net.nodes[n].local.conns.values())
+    for n in running:
+        g = net.nodes[n]
+        assert members(g) == sorted(m for m in running if m != n), f"{n} members"
+        assert sorted(conns(g)) == everything, f"{n} presence"
+        for m in running:
+            assert g.replica.seq_of(m) == net.nodes[m].local.seq, f"{n}'s seq of {m}"
+
+
+def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> Net:
+    """A converged cluster: every node joined through the first, each with one connection."""
+    net = Net(pubsub=pubsub, forget_after=forget_after)
+    net.add(*names)
+    for name in names:
+        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"user-{name}", rooms=("lobby",))))
+    for name in names[1:]:
+        net.join(name, names[0])
+    net.step(2)
+    assert_converged(net)
+    return net
+
+
+# ---------------------------------------------------------------- construction and codec
+@pytest.mark.parametrize(("interval", "ttl"), [(0.0, 5.0), (-1.0, 5.0), (5.0, 5.0), (6.0, 5.0), (1.0, 0.0)])
+def test_constructor_needs_interval_below_ttl(interval: float, ttl: float) -> None:
+    with pytest.raises(ValueError, match="interval"):
+        Gossip(A, interval=interval, ttl=ttl, clock=Clock())
+
+
+def test_constructor_defaults() -> None:
+    clock = Clock()
+    g = Gossip(A, interval=0.5, ttl=2.0, clock=clock)
+    assert g.addr == {} and g.peers == {}
+    assert g.replica.ttl == 2.0 and g.replica.forget_after == 4.0
+    assert g.alive(A) and not g.alive(B)
+    addr = addr_of("A")
+    g2 = Gossip(A, addr, forget_after=7.0, clock=clock)
+    addr["pub"] = "changed"
+    assert g2.addr == addr_of("A")  # copied, not aliased
+    assert g2.replica.forget_after == 7.0
+    with pytest.raises(ValueError, match=r"forget_after \(3.0\) must be at least ttl \(5.0\)"):
+        Gossip(A, addr, forget_after=3.0, clock=clock)  # would forget nodes still alive
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        Hello("A", addr_of("A")),
+        Welcome("A", addr_of("A"), [Peer("B", addr_of("B")), Peer("C", {})]),
+        Beat("A", addr_of("A"), 7, [Peer("B", addr_of("B"))]),
+        Pull("A"),
+        Leave("A"),
+        Delta("A", 3, put=desc("a1", "A", user="u", rooms=("r",))),
+        Delta("A", 4, remove="a1"),
+        Snapshot("A", 4, [desc("a2", "A")]),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_every_message_round_trips(msg: Message) -> None:
+    assert decode(encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",  # never used in msgpack
+        b"not msgpack at all",
+        msgspec.msgpack.encode(["nope", "A"]),  # unknown tag
+        msgspec.msgpack.encode(["beat", "A"]),  # fields missing
+        msgspec.msgpack.encode(["beat", "A", {}, "seven", []]),  # wrong type
+        msgspec.msgpack.encode({"node": "A"}),  # not the array form
+        msgspec.msgpack.encode(42),
+        encode(Beat("A", addr_of("A"), 1, []))[:-3],  # truncated
+    ],
+)
+def test_malformed_bytes_raise_gossip_error(data: bytes) -> None:
+    g = Gossip(B, addr_of("B"), clock=Clock())
+    with pytest.raises(GossipError, match="malformed gossip message") as err:
+        g.receive(data)
+    assert isinstance(err.value, ValueError)
+    assert g.peers == {} and g.replica.nodes() == [B]
+
+
+# ---------------------------------------------------------------- local writes
+def test_put_and_remove_broadcast_deltas_and_apply_locally() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    [put] = g.put(desc("a1", "A", user="u"))
+    assert isinstance(put, Broadcast)
+    assert decode(put.data) == Delta("A", 1, put=desc("a1", "A", user="u"))
+    assert conns(g) == ["a1"] and g.replica.is_online("u")
+    assert g.remove("nope") == []
+    [rm] = g.remove("a1")
+    assert isinstance(rm, Broadcast) and decode(rm.data) == Delta("A", 2, remove="a1")
+    assert conns(g) == [] and g.replica.seq_of(A) == 2 == g.local.seq
+    with pytest.raises(ValueError):
+        g.put(desc("b1", "B"))
+
+
+def test_hello_leave_and_beat_messages() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    assert decode(g.hello()) == Hello("A", addr_of("A"))
+    assert g.leave() == [Broadcast(encode(Leave("A")))]
+    g.put(desc("a1", "A"))
+    [beat] = g.tick()
+    assert isinstance(beat, Broadcast)
+    assert decode(beat.data) == Beat("A", addr_of("A"), 1, [])
+
+
+def test_pull_is_answered_with_the_whole_slice() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    g.put(desc("a1", "A"))
+    g.put(desc("a2", "A"))
+    g.remove("a1")
+    [reply] = g.receive(encode(Pull("Z")))  # even from a stranger: it asked directly
+    assert isinstance(reply, Send) and reply.node == "Z"
+    assert decode(reply.data) == Snapshot("A", 3, [desc("a2", "A")])
+    assert g.stats["snapshots_served"] == 1
+    assert g.peers == {}  # a pull is not membership
+
+
+def test_own_echoed_messages_are_ignored() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    echoes = [a.data for a in g.put(desc("a1", "A")) + g.tick() + g.leave() if isinstance(a, Broadcast)]
+    echoes += [g.hello(), encode(Pull("A")), encode(Snapshot("A", 9, [])), encode(Delta("A", 2, remove="a1"))]
+    echoes.append(encode(Welcome("A", addr_of("A"), [Peer("B", addr_of("B"))])))
+    for data in echoes:
+        assert g.receive(data) == []
+    assert conns(g) == ["a1"] and g.replica.seq_of(A) == 1
+    assert g.peers == {} and g.alive(A)
+    assert g.stats == {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
+
+
+def test_hearsay_about_ourselves_is_ignored() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    actions = g.receive(encode(Beat("B", addr_of("B"), 0, [Peer("A", {"pub": "elsewhere"})])))
+    assert A not in g.peers
+    assert Connect(A, {"pub": "elsewhere"}) not in actions
+    assert [a for a in actions if isinstance(a, Connect)] == [Connect(B, addr_of("B"))]
+
+
+# ---------------------------------------------------------------- joining
+def test_join_through_one_seed_learns_members_from_the_welcome() -> None:
+    net = Net()
+    a, b, c = net.add("A", "B", "C")
+    net.run("A", a.put(desc("a1", "A", user="ann")))
+    net.run("B", b.put(desc("b1", "B", user="bob", rooms=("lobby",))))
+    net.join("B", "A")
+    net.step()
+    assert members(a) == ["B"] and members(b) == ["A"]
+
+    net.run("C", c.put(desc("c1", "C", user="cat", rooms=("lobby",))))
+    net.join("C", "A")  # C knows only A
+    assert net.sent(src="C", kind=Hello) and all(m.node == "C" for m in net.sent(src="C", kind=Hello))
+    assert [d for s, d, m in net.delivered if s == "C" and isinstance(m, Hello)] == ["A"]
+    [welcome] = net.sent(src="A", dst="C", kind=Welcome)
+    assert isinstance(welcome, Welcome)
+    assert {p.node: p.addr for p in welcome.members} == {"B": addr_of("B"), "C": addr_of("C")}
+    assert Connect(B, addr_of("B")) in net.did("C")
+    # C already has everyone's slice: it pulled A (the seed) and B (from the welcome)
+    assert sorted(conns(c)) == ["a1", "b1", "c1"]
+    assert members(c) == ["A", "B"]
+    # B has not heard of C yet: only A's next beat tells it
+    assert C not in b.peers and not b.replica.known(C)
+    assert sorted(conns(b)) == ["a1", "b1"]
+
+    net.step()
+    assert C in b.peers and sorted(conns(b)) == ["a1", "b1", "c1"]
+    assert [m.node for m in net.sent(src="B", dst="C", kind=Pull)] == ["B"]
+    assert [d.id for d in b.replica.room("lobby")] == ["b1", "c1"]
+    assert b.replica.is_online("cat") and c.replica.is_online("bob") and a.replica.is_online("cat")
+    net.step()
+    assert_converged(net)
+    assert [n.node_id for n in c.replica.topology()] == ["A", "B", "C"]
+    assert all(n.alive for g in (a, b, c) for n in g.replica.topology())
+
+
+def test_join_through_one_seed_learns_later_members_from_its_beat() -> None:
+    net = Net()
+    a, b, c = net.add("A", "B", "C")
+    net.run("C", c.put(desc("c1", "C")))
+    net.join("C", "A")
+    net.step()
+    assert members(c) == ["A"] and members(a) == ["C"]
+    net.run("B", b.put(desc("b1", "B")))
+    net.join("B", "A")  # B learns C from A's welcome...
+    assert sorted(conns(b)) == ["b1", "c1"]
+    assert B not in c.peers  # ...but C only from A's next beat
+    assert "b1" not in conns(c)
+    net.step()
+    assert B in c.peers and "b1" in conns(c)
+    assert "B" in last_beat(net, "A", "C")
+    net.step()
+    assert_converged(net)
+
+
+JOIN_ORDERS = {
+    "star": [("B", "A"), ("C", "A"), ("D", "A")],
+    "chain": [("B", "A"), ("C", "B"), ("D", "C")],
+    "reverse-star": [("A", "D"), ("B", "D"), ("C", "D")],
+    "two-islands-merge": [("C", "A"), ("D", "B"), ("B", "C")],
+    "late-seed": [("D", "C"), ("B", "D"), ("A", "B")],
+}
+
+
+@pytest.mark.parametrize("order", JOIN_ORDERS.values(), ids=JOIN_ORDERS.keys())
+@pytest.mark.parametrize("step_between", [False, True], ids=["back-to-back", "beats-between"])
+@pytest.mark.parametrize("routed", [False, True], ids=["any-send", "routed-send"])
+def test_start_order_does_not_matter(order: list[tuple[str, str]], step_between: bool, routed: bool) -> None:
+    # routed: a node can answer a pull only once it knows the puller (as with ZeroMQ), so
+    # some snapshots are lost on the way in and the stuck-pull retry has to do its work
+    net = Net(routed=routed)
+    net.add("A", "B", "C", "D")
+    for name in "ABCD":
+        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"u{name}")))
+    for new, seed in order:
+        net.join(new, seed)
+        net.run(new, net[new].put(desc(f"{new.lower()}2", new, rooms=("r",))))
+        if step_between:
+            net.step()
+    net.step(3)
+    # with routed sends, pulls to members that did not know the puller yet went unanswered
+    assert bool(net.refused) == routed
+    assert all(isinstance(m, Snapshot) for _, _, m in net.refused)
+    assert_converged(net)
+    for g in net.nodes.values():
+        assert len(g.replica.connections()) == 4 + len(order)
+        assert [d.id for d in g.replica.room("r")] == sorted(f"{n.lower()}2" for n, _ in order)
+        assert [n.node_id for n in g.replica.topology() if n.alive] == ["A", "B", "C", "D"]
+    # and nothing is left hanging
+    assert all(not g._pulls and not g._unheard for g in net.nodes.values())
+
+
+# ---------------------------------------------------------------- deltas, gaps, pulls
+def test_a_lost_delta_is_repaired_by_a_pull_on_the_next_gap() -> None:
+    net = cluster("A", "B", "C")
+    a, b, c = net["A"], net["B"], net["C"]
+    net.drop(lambda s, d, m: d == "B" and isinstance(m, Delta), once=True)
+    net.run("A", a.put(desc("a2", "A", user="ann")))
+    assert "a2" not in conns(b) and "a2" in conns(c)
+    pulls = b.stats["pulls"]
+    net.run("A", a.put(desc("a3", "A")))  # seq jumps: B pulls A's slice right away
+    assert b.stats["gaps"] == 1 and b.stats["pulls"] == pulls + 1
+    assert net.sent(src="B", dst="A", kind=Pull)[-1] == Pull("B")
+    assert {"a2", "a3"} <= set(conns(b)) and b.replica.is_online("ann")
+    assert b.replica.seq_of(A) == a.local.seq == 3
+    assert c.stats["gaps"] == 0
+    assert_converged(net)
+
+
+def test_a_lost_remove_is_repaired_by_the_next_beat() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    net.drop(lambda s, d, m: d == "B" and isinstance(m, Delta), once=True)
+    net.run("A", a.remove("a1"))
+    assert "a1" in conns(b)  # B has missed it and nothing else is coming...
+    net.step()  # ...until A's beat carries seq 2 > 1
+    assert "a1" not in conns(b)
+    assert b.stats["gaps"] == 0
+    assert net.sent(src="B", dst="A", kind=Pull)[-1] == Pull("B")
+    assert_converged(net)
+
+
+def test_stale_and_duplicate_deltas_are_ignored() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    [first] = a.put(desc("a2", "A", user="x"))
+    [second] = a.remove("a2")
+    assert isinstance(first, Broadcast) and isinstance(second, Broadcast)
+    assert b.receive(first.data) == []
+    assert b.receive(first.data) == []  # duplicate
+    assert b.receive(second.data) == []
+    assert b.receive(first.data) == []  # stale: must not bring a2 back
+    assert b.receive(second.data) == []
+    assert "a2" not in conns(b) and not b.replica.is_online("x")
+    assert b.stats["stale"] == 3
+    assert b.stats["gaps"] == 0
+    # a stale snapshot is ignored too
+    assert b.receive(encode(Snapshot("A", 1, [desc("old", "A")]))) == []
+    assert "old" not in conns(b) and b.stats["stale"] == 4
+
+
+def test_a_delta_that_arrives_during_a_pull_does_not_pull_again() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    net.drop(lambda s, d, m: d == "B" and isinstance(m, Delta) and m.seq == 2, once=True)
+    net.drop(lambda s, d, m: d == "B" and isinstance(m, Snapshot), once=True)
+    net.run("A", a.put(desc("a2", "A")))
+    net.run("A", a.put(desc("a3", "A")))  # gap: pull, whose answer is lost
+    net.run("A", a.put(desc("a4", "A")))  # gap again, but a pull is outstanding
+    assert b.stats["gaps"] == 2
+    assert len(net.sent(src="B", dst="A", kind=Pull)) == 2  # the join's one, the gap's one
+    assert A in b._pulls
+
+
+def test_a_stuck_pull_is_retried_after_two_intervals() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    net.drop(lambda s, d, m: s == "A" and d == "B" and isinstance(m, Delta), once=True)
+    net.drop(lambda s, d, m: s == "A" and d == "B" and isinstance(m, Snapshot), once=True)
+    before = len(net.sent(src="B", dst="A", kind=Pull))
+    net.run("A", a.put(desc("a2", "A")))
+    net.step()  # A's beat shows seq 2: B pulls, the snapshot is lost
+    assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 1
+    assert "a2" not in conns(b)
+    net.step()  # one interval later: not yet; another beat with seq 2 does not pull again
+    assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 1
+    assert "a2" not in conns(b)
+    net.step()  # two intervals after the pull: retried on tick
+    assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2
+    assert "a2" in conns(b)
+    assert A not in b._pulls
+    net.step(3)
+    assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2  # answered: no more retries
+
+
+# ---------------------------------------------------------------- liveness
+def test_a_silent_member_is_dead_after_ttl_then_forgotten() -> None:
+    net = cluster("A", "B", "C")
+    a, c = net["A"], net["C"]
+    net.paused.add(B)  # crashed or paused: not a word from now on
+    last = net.clock.now  # B's last beat
+    for _ in range(int(TTL)):
+        net.step()
+        assert a.alive(B) and "b1" in conns(a)
+    net.step()  # ttl + 1 interval of silence
+    assert net.clock.now - last > TTL
+    for g in (a, c):
+        assert not g.alive(B)
+        assert members(g) == sorted({"A", "C"} - {g.node})
+        assert "b1" not in conns(g) and g.replica.count() == 2
+        assert g.replica.get("b1") is None and g.replica.by_user("user-B") == []
+        assert not g.replica.is_online("user-B")
+        assert [d.id for d in g.replica.room("lobby")] == ["a1", "c1"]
+        assert NodeInfo(node_id="B", connections=1, rooms=("lobby",), alive=False) in g.replica.topology()
+        assert B in g.peers  # still a member we talk to, just dead
+    assert last_beat(net, "A", "C") == ["C"]  # the dead are not gossiped
+
+    while net.clock.now - last < FORGET:
+        net.step()
+        assert B in a.peers and Disconnect(B) not in net.did("A")
+    net.step()  # now silent for more than forget_after
+    for name, g in (("A", a), ("C", c)):
+        assert Disconnect(B) in net.did(name, since=net.clock.now)
+        assert B not in g.peers and not g.replica.known(B)
+        assert [n.node_id for n in g.replica.topology()] == ["A", "C"]
+        assert g.stats["expired"] == 1
+        assert B not in net.subs[g.node]
+    since = net.clock.now + INTERVAL
+    net.step(3)
+    assert Disconnect(B) not in net.did("A", since=since)  # dropped once
+    assert_converged(net)
+
+
+def test_hearsay_does_not_keep_a_dead_member_alive() -> None:
+    net = cluster("A", "B", "C")
+    a, c = net["A"], net["C"]
+    net.partition("A", "B")  # B is fine, and C keeps saying so
+    net.step(int(TTL) + 1)
+    assert c.alive(B)
+    assert "B" in last_beat(net, "C", "A")
+    assert not a.alive(B) and "b1" not in conns(a)
+
+
+def test_a_dead_member_that_beats_again_is_taken_back() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    net.paused.add(B)
+    net.step(int(TTL) + 1)
+    assert not a.alive(B)
+    net.paused.discard(B)
+    net.run("B", b.put(desc("b2", "B")))  # its first word is a delta: enough to be alive again
+    assert a.alive(B) and sorted(conns(a)) == ["a1", "b1", "b2"]
+    assert members(a) == ["B"]
+    net.step()
+    assert [x for x in net.did("A") if isinstance(x, Connect | Disconnect)] == [Connect(B, addr_of("B"))]
+    assert_converged(net)
+
+
+def test_a_member_only_heard_of_is_given_up_after_forget_after() -> None:
+    net = Net()
+    a, _, c = net.add("A", "G", "C")
+    net.join("G", "A")
+    net.paused.add(NodeId("G"))  # G vanishes right after joining
+    start = net.clock.now
+    net.join("C", "A")  # A's welcome still lists G as alive
+    G = NodeId("G")
+    assert G in c.peers and not c.alive(G) and not c.replica.known(G)
+    assert Connect(G, addr_of("G")) in net.did("C")
+    assert [n.node_id for n in c.replica.topology()] == ["A", "C"]
+    while net.clock.now - start < FORGET:
+        net.step()
+        assert G in c.peers
+        assert "G" not in last_beat(net, "C")
+    assert len(net.sent(src="C", dst="G", kind=Pull)) > 1  # retried meanwhile
+    net.step()
+    assert G not in c.peers and Disconnect(G) in net.did("C", since=net.clock.now)
+    assert G not in c._pulls and G not in c._unheard
+    assert c.stats["expired"] == 1
+    pulls = len(net.sent(src="C", dst="G", kind=Pull))
+    net.step(3)
+    assert len(net.sent(src="C", dst="G", kind=Pull)) == pulls  # no more pulls to the gone
+    assert members(c) == ["A"] and members(a) == ["C"]
+
+
+# ---------------------------------------------------------------- leaving
+def test_a_graceful_leave_drops_the_node_at_once_and_for_good() -> None:
+    net = cluster("A", "B", "C")
+    a, b, c = net["A"], net["B"], net["C"]
+    # B's last words before leaving, delivered late below
+    [late_delta] = b.put(desc("b2", "B"))
+    late_beat = next(x for x in b.tick() if isinstance(x, Broadcast))
+    late_snap = encode(b.local.snapshot())
+    assert isinstance(late_delta, Broadcast)
+
+    net.drop(lambda s, d, m: d == "C" and isinstance(m, Leave), once=True)  # C misses it
+    now = net.clock.now
+    net.run("B", b.leave())
+    net.paused.add(B)
+    assert Disconnect(B) in net.did("A", since=now)
+    assert B not in a.peers and not a.replica.known(B) and not a.alive(B)
+    assert "b1" not in conns(a) and not a.replica.is_online("user-B")
+    assert [n.node_id for n in a.replica.topology()] == ["A", "C"]
+    assert a.stats["left"] == 1
+    assert c.alive(B)  # C did not hear it
+
+    # B's own late messages do not bring it back
+    for data in (late_delta.data, late_beat.data, late_snap):
+        assert a.receive(data) == []
+    assert B not in a.peers and not a.replica.known(B) and "b2" not in conns(a)
+
+    # nor does C's hearsay, while C still believes in B
+    since = net.clock.now
+    net.step(2)
+    assert "B" in last_beat(net, "C", "A")
+    assert not [x for x in net.did("A", since=since) if isinstance(x, Connect)]
+    assert B not in a.peers and not a.replica.known(B)
+    # C gives B up in its own time; then everyone agrees
+    net.step(int(FORGET))
+    assert B not in c.peers
+    assert_converged(net)
+    assert not [x for x in net.did("A", since=since) if isinstance(x, Connect)]
+
+
+def test_a_leave_from_an_unknown_node_still_blocks_its_late_messages() -> None:
+    g = Gossip(A, addr_of("A"), clock=Clock())
+    assert g.receive(encode(Leave("B"))) == []  # nothing to disconnect
+    assert g.stats["left"] == 1
+    assert g.receive(encode(Beat("B", addr_of("B"), 3, []))) == []
+    assert g.receive(encode(Delta("B", 1, put=desc("b1", "B")))) == []
+    assert g.receive(encode(Beat("C", addr_of("C"), 0, [Peer("B", addr_of("B"))]))) == [
+        Connect(C, addr_of("C")),
+        Send(C, encode(Pull("A"))),
+    ]
+    assert B not in g.peers and not g.replica.known(B)
+
+
+def test_a_late_welcome_from_a_left_node_does_not_readmit_it() -> None:
+    # C said hello to B; B answered, then left; the welcome arrives after the leave.
+    g = Gossip(C, addr_of("C"), clock=Clock())
+    assert g.receive(encode(Leave("B"))) == []
+    actions = g.receive(encode(Welcome("B", addr_of("B"), [Peer("A", addr_of("A"))])))
+    assert B not in g.peers and not g.replica.known(B) and not g.alive(B)
+    assert Connect(B, addr_of("B")) not in actions
+    assert Connect(A, addr_of("A")) in actions  # the members it named are still worth a try
+
+
+def test_a_left_node_that_says_hello_again_is_admitted() -> None:
+    # A hello is first-hand: a node that left and came back (same id) joins like anyone.
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    net.run("B", b.leave())
+    assert B not in a.peers
+    net.join("B", "A")
+    assert B in a.peers and a.alive(B)
+    net.step()
+    assert_converged(net)
+
+
+def test_tombstones_are_bounded_by_forget_after() -> None:
+    clock = Clock()
+    g = Gossip(A, addr_of("A"), clock=clock)
+    g.receive(encode(Leave("B")))
+    clock.advance(FORGET)
+    g.prune_tombstones()
+    assert g.receive(encode(Beat("B", addr_of("B"), 0, []))) == []  # still within the window
+    clock.advance(0.5)
+    g.prune_tombstones()
+    assert g._tombstones == {}
+    assert Connect(B, addr_of("B")) in g.receive(encode(Beat("B", addr_of("B"), 0, [])))
+
+
+# ---------------------------------------------------------------- forgotten, then back
+def test_a_forgotten_node_that_beats_again_is_readmitted_and_repulled() -> None:
+    # Broadcast reaches every node (like the in-process bus): the resumed node's beat arrives.
+    net = cluster("A", "B", "C", pubsub=False)
+    a, b, c = net["A"], net["B"], net["C"]
+    net.paused.add(B)
+    net.run("B", b.put(desc("b2", "B", user="late")))  # said while paused: lost
+    net.step(int(FORGET) + 1)
+    assert not a.replica.known(B) and B not in a.peers and B not in c.peers
+    assert B in a._tombstones
+
+    net.paused.discard(B)
+    since = net.clock.now + INTERVAL
+    net.step()
+    for name, g in (("A", a), ("C", c)):
+        did = net.did(name, since=since)
+        assert Connect(B, addr_of("B")) in did
+        assert did.count(Send(B, encode(Pull(name)))) == 1  # pulled once, not once per message
+        assert g.alive(B) and sorted(conns(g)) == ["a1", "b1", "b2", "c1"]
+        assert g.replica.is_online("late")
+        assert g.replica.seq_of(B) == b.local.seq == 2
+    net.step()
+    assert_converged(net)
+
+
+def test_hearsay_about_a_forgotten_node_does_not_resurrect_it() -> None:
+    net = cluster("A", "B", "C")
+    a, c = net["A"], net["C"]
+    net.partition("A", "B")  # B is alive, and C keeps telling A so
+    net.step(int(FORGET) + 1)
+    assert not a.replica.known(B) and B not in a.peers
+    forgotten_at = net.clock.now
+    assert c.alive(B)
+    while net.clock.now - forgotten_at < FORGET:
+        net.step()
+        assert "B" in last_beat(net, "C", "A")
+        assert B not in a.peers and not a.replica.known(B)
+        assert not [x for x in net.did("A", since=forgotten_at + INTERVAL) if isinstance(x, Connect)]
+    assert "b1" not in conns(a) and "b1" in conns(c)
+    # the tombstone is bounded: once it lapses, hearsay is listened to again (here, in vain)
+    net.step()
+    assert Connect(B, addr_of("B")) in net.did("A", since=net.clock.now)
+    assert not a.alive(B)
+
+
+def test_a_direct_message_lifts_the_tombstone_of_a_forgotten_node() -> None:
+    net = cluster("A", "B")
+    a = net["A"]
+    net.paused.add(B)
+    net.step(int(FORGET) + 1)
+    assert B in a._tombstones and not a._tombstones[B][1]
+    net.paused.discard(B)
+    a.receive(encode(Snapshot("B", 1, [desc("b1", "B")])))
+    assert B not in a._tombstones
+    assert a.replica.known(B) and "b1" in conns(a)
+
+
+def test_a_delta_from_a_node_we_cannot_address_yet() -> None:
+    clock = Clock()
+    g = Gossip(A, addr_of("A"), clock=clock)
+    X = NodeId("X")
+    # the first word from X is a delta with a gap: pull, but X is no member until it beats
+    assert g.receive(encode(Delta("X", 2, put=desc("x2", "X")))) == [Send(X, encode(Pull("A")))]
+    assert X not in g.peers and not g.alive(X)
+    assert g.stats["gaps"] == 1
+    clock.advance(2 * INTERVAL)
+    assert [type(x) for x in g.tick()] == [Broadcast]  # no retry: we cannot reach X yet
+    actions = g.receive(encode(Beat("X", addr_of("X"), 2, [])))
+    assert actions == [Connect(X, addr_of("X")), Send(X, encode(Pull("A")))]
+    assert g.alive(X)
+    g.receive(encode(Snapshot("X", 2, [desc("x1", "X"), desc("x2", "X")])))
+    assert conns(g) == ["x1", "x2"] and not g._pulls
+
+
+def test_gossip_presence_turns_writes_into_deltas_and_reads_locally() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+
+    def execute(actions: list[Action]) -> None:
+        net.run("A", actions)
+
+    presence = GossipPresence(a, execute)
+    presence.put(desc("a2", "A", user="ann", rooms=("ops",)))
+    assert "a2" in conns(b) and b.replica.is_online("ann")
+    presence.remove("a2")
+    presence.remove("a2")  # unknown by now: nothing sent
+    assert "a2" not in conns(b)
+    assert len(net.sent(src="A", dst="B", kind=Delta)) == 2
+
+    async def reads() -> tuple[object, ...]:
+        return (
+            await presence.count(),
+            [d.id for d in await presence.connections()],
+            [d.id for d in await presence.by_user("user-B")],
+            [d.id for d in await presence.room("lobby")],
+            await presence.is_online("user-B"),
+            await presence.is_online("ann"),
+            [n.node_id for n in await presence.topology()],
+        )
+
+    assert asyncio.run(reads()) == (2, ["a1", "b1"], ["b1"], ["a1", "b1"], True, False, ["A", "B"])
+
+
+# ---------------------------------------------------------------- addresses
+def test_a_new_address_reconnects() -> None:
+    net = cluster("A", "B")
+    a, b = net["A"], net["B"]
+    b.addr = {"pub": "tcp://B:6000"}
+    since = net.clock.now + INTERVAL
+    net.step()
+    assert [x for x in net.did("A", since=since) if isinstance(x, Connect | Disconnect)] == [
+        Disconnect(B),
+        Connect(B, {"pub": "tcp://B:6000"}),
+    ]
+    assert a.peers[B] == {"pub": "tcp://B:6000"}
+    net.step()
+    assert not [x for x in net.did("A", since=since + INTERVAL) if isinstance(x, Connect | Disconnect)]
+    assert_converged(net)
+
+
+def test_message_counts_stay_small_in_a_quiet_cluster() -> None:
+    net = cluster("A", "B", "C")
+    n = len(net.delivered)
+    net.step(10)
+    kinds = Counter(type(m).__name__ for _, _, m in net.delivered[n:])
+    assert kinds == {"Beat": 10 * 3 * 2}  # beats only: no pulls, no deltas
+    assert all(not g._pulls for g in net.nodes.values())
+
+
+# ---------------------------------------------------------------- resumed, restarted, readdressed
+def _routed_cluster(*names: str) -> Net:
+    net = Net(routed=True)
+    net.add(*names)
+    for name in names:
+        net.run(name, net[name].put(desc(f"{name.lower()}1", name)))
+    for name in names[1:]:
+        net.join(name, names[0])
+    net.step(3)
+    assert_converged(net)
+    return net
+
+
+@pytest.mark.parametrize("buffered_beats_first", [True, False], ids=["beats-first", "tick-first"])
+def test_a_node_paused_past_forget_after_rejoins_over_pubsub(buffered_beats_first: bool) -> None:
+    # Over PUB/SUB the others unsubscribed from B when they forgot it, so B's beats no
+    # longer reach them; B must notice it is not listed and introduce itself again.
+    net = _routed_cluster("A", "B", "C")
+    b = net["B"]
+    net.paused.add(B)
+    net.step(int(FORGET) + 2)
+    assert B not in net["A"].peers and B not in net["C"].peers
+    assert B not in net.subs[A] and B not in net.subs[C]
+    net.paused.discard(B)
+    if buffered_beats_first:  # the beats queued in B's SUB socket are read before B's timer fires
+        for name in ("A", "C"):
+            net.run(name, net[name].tick())
+    net.step(6)
+    assert_converged(net)
+    assert b.stats["stalls"] == 1  # B knew its silence was its own, and kept its peers
+    assert sorted(conns(net["A"])) == ["a1", "b1", "c1"]
+
+
+def test_a_restart_reusing_its_node_id_replaces_the_old_slice() -> None:
+    net = cluster("A", "B")
+    net.run("B", net["B"].put(desc("b2", "B")))
+    assert sorted(conns(net["A"])) == ["a1", "b1", "b2"]
+    # B restarts with the same id (node_id= pinned): a fresh slice whose sequence restarts
+    old = net["B"]
+    fresh = Gossip(B, addr_of("B"), interval=INTERVAL, ttl=TTL, clock=net.clock)
+    net.nodes[B] = fresh
+    net.subs[B] = set()
+    net.run("B", fresh.put(desc("b9", "B")))
+    assert fresh.local.seq < old.local.seq
+    net.join("B", "A")
+    net.step(2)
+    assert sorted(conns(net["A"])) == ["a1", "b9"]
+
+
+def test_hearsay_never_overrides_an_address_heard_first_hand() -> None:
+    net = cluster("A", "B", "C")
+    a = net["A"]
+    stale = Beat("C", addr_of("C"), net["C"].local.seq, [Peer("B", {"pub": "tcp://old:1", "router": "tcp://old:2"})])
+    actions = a.receive(encode(stale))
+    assert not any(isinstance(x, Connect | Disconnect) and x.node == B for x in actions)
+    assert a.peers[B] == addr_of("B")
+    moved = {"pub": "tcp://B:6000", "router": "tcp://B:6001"}
+    actions = a.receive(encode(Beat("B", moved, net["B"].local.seq, [])))
+    assert Disconnect(B) in actions and Connect(B, moved) in actions  # first-hand: B moved
