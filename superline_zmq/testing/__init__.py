@@ -1,0 +1,19 @@
+"""Test and local-experiment helpers: real multi-process clusters on loopback.
+
+``local_cluster`` starts N real node processes (``python -m superline_zmq.cli run``)
+linked by the ZeroMQ adapter and tears every one of them down afterwards::
+
+    from superline_zmq.testing import local_cluster
+
+    async with local_cluster("myapp:app", nodes=3) as cluster:
+        client = await connect(api, cluster.nodes[0].url, role="user")
+        await cluster.kill(2)
+        await cluster.wait_members(0, 1, timeout=2.0)
+
+For pytest, ``pytest_plugins = ["superline_zmq.testing.fixtures"]`` adds the
+``superline_cluster`` factory fixture. Importing this package never imports pytest.
+"""
+
+from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, local_cluster
+
+__all__ = ["ClusterError", "LocalCluster", "Node", "local_cluster"]

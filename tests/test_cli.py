@@ -1,0 +1,185 @@
+"""The ``superline-zmq`` command line: ``run``, ``cluster`` and ``demo`` as real processes.
+
+The process tests are sync tests driving their own ``asyncio.run``, so they run once
+(not once per event loop): what they test is the CLI's own loop, not the test's.
+Every wait has a deadline; every process started here is killed by PID at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from presence_app import api
+
+import superline_zmq
+from superline_zmq import connect
+from superline_zmq.cli import main
+
+TESTS = Path(__file__).resolve().parent
+ROOT = Path(superline_zmq.__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(TESTS), env.get("PYTHONPATH")]))
+    return env
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "superline_zmq.cli", *args]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@contextlib.asynccontextmanager
+async def _spawn(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        *_cli(*args),
+        cwd=TESTS,
+        env=_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.wait(), 10)
+
+
+async def _line(proc: asyncio.subprocess.Process, timeout: float) -> str:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+    if not line:
+        assert proc.stderr is not None
+        err = await asyncio.wait_for(proc.stderr.read(), 5)
+        raise AssertionError(f"the process ended its output (rc={proc.returncode}); stderr:\n{err.decode()}")
+    return line.decode()
+
+
+# ---------------------------------------------------------------------- bad usage (in process)
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_module_xyz:app", "cannot import module 'no_such_module_xyz'"),
+        ("presence_app:nope", "module 'presence_app' has no attribute 'nope'"),
+        ("presence_app:api", "presence_app:api is a superline_zmq.contract.Contract object"),
+        ("presence_app:Text", "calling presence_app:Text() with no arguments failed"),
+        ("presence_app:UserState", "presence_app:UserState() returned a presence_app.UserState object"),
+        ("presence_app:Local.__doc__", "presence_app:Local.__doc__ is None; expected a SocketServer"),
+        ("presence_app", "expected MODULE:APP"),
+    ],
+)
+def test_run_bad_app_exits_2_with_a_message(spec: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", spec, "--loop", "asyncio"]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "presence_app:app", "--ws", "nonsense"]) == 2
+    assert main(["cluster", "presence_app:app", "--nodes", "0"]) == 2
+    assert main(["cluster", "presence_app:app", "--host", "10.1.2.3", "--loop", "asyncio"]) == 2
+    err = capsys.readouterr().err
+    assert "expected HOST:PORT" in err and "not a loopback address" in err, err
+
+
+def test_bad_app_in_a_real_process_exits_2() -> None:
+    async def scenario() -> None:
+        async with _spawn("run", "no_such_module_xyz:app", "--json") as proc:
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 2
+            assert b"cannot import module 'no_such_module_xyz'" in err
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------- run
+def test_run_serves_websockets_and_sigterm_exits_0() -> None:
+    async def scenario() -> None:
+        args = ("run", "presence_app:app", "--ws", "127.0.0.1:0", "--bind", "tcp://127.0.0.1:0", "--json")
+        async with _spawn(*args) as proc:
+            ready = json.loads(await _line(proc, 20))
+            assert ready["event"] == "ready"
+            assert set(ready) == {"event", "node_id", "ws", "pub", "router", "pid"}
+            assert ready["pid"] == proc.pid
+            assert ready["ws"].startswith("ws://127.0.0.1:")
+            assert ready["router"].startswith("tcp://127.0.0.1:") and not ready["router"].endswith(":0")
+            client = await connect(api, ready["ws"], role="admin", open_timeout=5)
+            try:
+                me = await client.call("whoami", timeout=5)
+                assert me.node == ready["node_id"] and me.role == "admin"
+            finally:
+                await client.close()
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 15)
+            assert proc.returncode == 0, err.decode()
+            events = [json.loads(x)["event"] for x in out.decode().splitlines()]
+            assert events[-2:] == ["stopping", "stopped"], events
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------- cluster
+def test_cluster_prints_urls_and_sigint_stops_every_child() -> None:
+    async def scenario() -> None:
+        args = ("cluster", "presence_app:app", "--nodes", "2", "--heartbeat-interval", "0.2", "--ttl", "1.0")
+        async with _spawn(*args) as proc:
+            lines: list[str] = []
+            deadline = time.monotonic() + 30
+            while not any("ready and converged" in x for x in lines):
+                lines.append(await _line(proc, max(0.1, deadline - time.monotonic())))
+            table = "".join(lines)
+            urls = re.findall(r"ws://127\.0\.0\.1:\d+/", table)
+            assert len(urls) == 2, table
+            pids = [int(row.split()[-1]) for row in lines[1:3]]
+            assert all(not _gone(pid) for pid in pids)
+            for url in urls:  # both serve
+                client = await connect(api, url, role="admin", open_timeout=5)
+                try:
+                    assert await client.call("count", timeout=5) >= 1
+                finally:
+                    await client.close()
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 0, err.decode()
+            assert all(_gone(pid) for pid in pids), pids
+
+    asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------------- demo
+def test_demo_runs_for_its_duration_and_exits_0() -> None:
+    async def scenario() -> tuple[str, str, Any]:
+        args = ("demo", "--duration", "3", "--nodes", "3", "--clients", "6", "--interval", "1", "--seed", "7")
+        async with _spawn(*args) as proc:
+            out, err = await asyncio.wait_for(proc.communicate(), 40)
+            return out.decode(), err.decode(), proc.returncode
+
+    out, err, rc = asyncio.run(scenario())
+    assert rc == 0, err
+    frames = [f for f in re.split(r"(?m)^(?=superline-zmq demo )", out) if f.startswith("superline-zmq demo")]
+    assert frames, out
+    last = frames[-1]
+    assert "nodes alive 3/3" in last, last
+    assert len(re.findall(r"^\d+\s+[0-9a-f]{16}\s+yes\s", last, re.M)) == 3, last
+    assert "demo finished: 3 nodes" in out, out
