@@ -42,7 +42,14 @@ def _uvloop_factory() -> asyncio.AbstractEventLoop:
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    """Run every async test under the default asyncio loop and under uvloop."""
+    """Run every async test under the default asyncio loop and under uvloop.
+
+    Tests on a cluster of node processes run once: the nodes themselves run uvloop (the
+    CLI's default), and the test process only drives them.
+    """
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("make_presence_cluster") == "zeromq":
+        return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_factory}
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from presence_app import Confirmed, Me, Question, Text, api, build_server
 
 from superline_zmq import Client, SocketError, SocketServer, connect
 from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
+from superline_zmq.testing import LocalCluster
 
 #: Liveness settings of test clusters: fast, so crash tests take well under a second or two.
 HEARTBEAT_INTERVAL = 0.1
@@ -199,10 +201,47 @@ def _peers(srv: SocketServer) -> dict[Any, Any]:
     return gossip.peers if gossip is not None else {}
 
 
+class ProcessPresenceCluster(PresenceCluster):
+    """N node processes (``superline-zmq run presence_app:app``) joined over ZeroMQ on 127.0.0.1."""
+
+    kind = "zeromq"
+
+    def __init__(self, local: LocalCluster) -> None:
+        super().__init__()
+        self.local = local
+        self.urls = local.urls
+
+    def node_id(self, k: int) -> str:
+        return self.local.nodes[k].node_id
+
+    async def crash(self, k: int) -> None:
+        await self.local.kill(k)  # SIGKILL: no leave, no goodbye
+
+    async def stop(self, k: int) -> None:
+        await self.local.stop(k)  # SIGTERM: srv.close() announces the leave
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            await self.local.close()
+
+
+async def start_processes(n: int, **options: Any) -> PresenceCluster:
+    if options:
+        raise ValueError(f"process clusters take no server options, got {sorted(options)}")
+    local = LocalCluster(
+        "presence_app:app", n, heartbeat_interval=HEARTBEAT_INTERVAL, ttl=TTL, cwd=str(Path(__file__).parent)
+    )
+    await local.start()
+    return ProcessPresenceCluster(local)
+
+
 StartCluster = Callable[..., Awaitable[PresenceCluster]]
 
-#: Cluster kinds the presence tests run on; the ZeroMQ issue adds its own.
-KINDS: dict[str, StartCluster] = {"memory": start_memory}
+#: Cluster kinds the presence tests run on: servers in this process on a MemoryBus, and
+#: real node processes joined over ZeroMQ.
+KINDS: dict[str, StartCluster] = {"memory": start_memory, "zeromq": start_processes}
 
 
 @pytest.fixture(params=sorted(KINDS))
