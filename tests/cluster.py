@@ -37,6 +37,7 @@ from helpers import DEFAULT_TIMEOUT, eventually
 
 from superline_zmq import Backoff, Client, Conn, SocketServer, Subscription, connect
 from superline_zmq.adapters.memory import MemoryBus
+from superline_zmq.adapters.zeromq import zeromq_adapter
 
 #: The room every member joins on connect; :meth:`Cluster.settle` broadcasts through it.
 SYNC_ROOM = "__sync__"
@@ -205,10 +206,42 @@ async def start_memory_cluster(n: int, **options: Any) -> MemoryCluster:
     return cluster
 
 
+class ZeroMQCluster(Cluster):
+    """N servers in this process, each with its own ZeroMQ adapter, joined over 127.0.0.1."""
+
+    kind = "zeromq"
+
+    def channels(self, k: int) -> frozenset[str]:
+        return self.nodes[k].adapter.channels  # type: ignore[attr-defined, no-any-return]
+
+
+async def start_zeromq_cluster(n: int, **options: Any) -> ZeroMQCluster:
+    """Start ``n`` fan-out servers whose ZeroMQ adapters all seed with the first node's router."""
+    cluster = ZeroMQCluster()
+    seeds: list[str] = []
+    try:
+        for k in range(n):
+            cluster.errors.append([])
+            adapter = await zeromq_adapter("tcp://127.0.0.1:0", seeds, heartbeat_interval=0.2, ttl=2.0)
+            seeds = seeds or [adapter.endpoints["router"]]
+            srv = build_server(adapter=adapter, on_error=cluster.on_error(k), **options)
+            cluster.nodes.append(srv)
+            await srv.listen("127.0.0.1", 0)
+        await eventually(
+            lambda: all(sum(s.adapter.members().values()) == n - 1 for s in cluster.nodes),  # type: ignore[attr-defined]
+            DEFAULT_TIMEOUT,
+            message="the ZeroMQ nodes never all saw each other",
+        )
+    except BaseException:
+        await cluster.close()
+        raise
+    return cluster
+
+
 StartCluster = Callable[..., Awaitable[Cluster]]
 
-#: Cluster kinds the fixtures run against; the ZeroMQ issue adds ``"zeromq"`` here.
-CLUSTERS: dict[str, StartCluster] = {"memory": start_memory_cluster}
+#: Cluster kinds the fan-out fixtures run against: in-process bus, and real ZeroMQ sockets.
+CLUSTERS: dict[str, StartCluster] = {"memory": start_memory_cluster, "zeromq": start_zeromq_cluster}
 
 
 @pytest.fixture(params=sorted(CLUSTERS))

@@ -17,13 +17,13 @@ import pytest
 import zmq
 import zmq.asyncio
 from helpers import eventually
-from test_adapter_conformance import AdapterConformance
 
 from superline_zmq import gossip as g
 from superline_zmq.adapter import Adapter
 from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, ZeroMQAdapter, zeromq_adapter
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
+from superline_zmq.testing.conformance import AdapterConformance
 
 #: Fast gossip for these tests (a crash is noticed after ttl).
 FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "ttl": 0.5}

@@ -11,7 +11,10 @@ linked by the ZeroMQ adapter and tears every one of them down afterwards::
         await cluster.wait_members(0, 1, timeout=2.0)
 
 For pytest, ``pytest_plugins = ["superline_zmq.testing.fixtures"]`` adds the
-``superline_cluster`` factory fixture. Importing this package never imports pytest.
+``superline_cluster`` factory fixture, and
+:class:`superline_zmq.testing.conformance.AdapterConformance` is the suite every adapter
+must pass (for your own adapters). Importing this package never imports pytest; those
+two modules do.
 """
 
 from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, local_cluster
