@@ -275,6 +275,11 @@ class BusMeta:
 BusListener = Callable[[Any, BusMeta], Any]
 
 
+def _expire(fut: asyncio.Future[Any], name: str) -> None:
+    if not fut.done():
+        fut.set_exception(SocketError(ErrorCode.TIMEOUT, f"Request '{name}' timed out"))
+
+
 def _peer(ws: ServerConnection) -> str:
     addr = ws.remote_address
     if isinstance(addr, tuple) and len(addr) >= 2:
@@ -359,7 +364,7 @@ class SocketServer:
         self._identify = identify
         self._describe_conn = describe_conn
         self._asks: dict[int, _Ask] = {}
-        self._answer_decoders: dict[str, wire.Decoder[Any]] = {}
+        self._answer_decoders: dict[int, wire.Decoder[Any]] = {}  # id(server request entry) -> decoder
         self._ask_seq = 0
         self._ask_watch: asyncio.Task[None] | None = None
         #: Synchronous views of this node: ``srv.local.connections``, ``.rooms``, ``.topics``.
@@ -742,10 +747,7 @@ class SocketServer:
         finally:
             self._asks.pop(rid, None)
         try:
-            dec = self._answer_decoders.get(n)
-            if dec is None:
-                dec = self._answer_decoders[n] = self.serializer.decoder(entry.output)
-            return wire.payload(msgspec.Raw(raw), dec, self._null)
+            return wire.payload(msgspec.Raw(raw), self._answer_decoder(entry), self._null)
         except msgspec.ValidationError as exc:
             raise validation_error(exc, f"answer to {n!r}") from exc
 
@@ -1115,7 +1117,7 @@ class SocketServer:
                         err_data = None
                 ask.future.set_exception(SocketError(msg.code, msg.message, err_data))
         elif isinstance(msg, envelope.Ask):
-            self._spawn(self._answer_ask(sender, msg))
+            self._answer_ask(sender, msg)
         else:
             conn = self._conns.get(ConnId(msg.conn))
             if conn is None:
@@ -1123,27 +1125,59 @@ class SocketServer:
             else:
                 self._spawn(conn.close(msg.code, msg.reason))
 
-    async def _answer_ask(self, sender: NodeId, ask: envelope.Ask) -> None:
-        """Run a server request for another node and send the raw answer back to it."""
+    def _answer_ask(self, sender: NodeId, ask: envelope.Ask) -> None:
+        """Ask a local client for another node; its raw answer goes back from a callback.
+
+        No task per request: the pending future's done-callback sends the answer, and a
+        timer handle enforces the deadline (this path carries every cross-node request).
+        """
         conn = self._conns.get(ConnId(ask.conn))
         if conn is None or conn._closed:
-            answer = envelope.Answer(ask.rid, ErrorCode.TIMEOUT, f"no live node holds connection {ask.conn}")
-        elif ask.name not in conn._surface.server_requests:
-            answer = envelope.Answer(
-                ask.rid, ErrorCode.NOT_FOUND, f"{ask.name!r} is not a server request of {conn.role!r}"
-            )
-        else:
+            self._reply_ask(sender, envelope.Answer(ask.rid, ErrorCode.TIMEOUT, f"no live node holds {ask.conn}"))
+            return
+        if ask.name not in conn._surface.server_requests:
+            message = f"{ask.name!r} is not a server request of {conn.role!r}"
+            self._reply_ask(sender, envelope.Answer(ask.rid, ErrorCode.NOT_FOUND, message))
+            return
+        loop = asyncio.get_running_loop()
+        self._seq += 1
+        i = self._seq
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._pending[i] = _Pending(fut, conn, ask.name, None)
+        timer = loop.call_later(ask.timeout, _expire, fut, ask.name)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            self._pending.pop(i, None)
+            if f.cancelled():
+                answer = envelope.Answer(ask.rid, ErrorCode.DISCONNECTED, "Server closed")
+            elif (exc := f.exception()) is not None:
+                answer = self._error_answer(ask.rid, exc)
+            else:
+                answer = envelope.Answer(ask.rid, None, "", bytes(f.result()))
+            self._reply_ask(sender, answer)
+
+        fut.add_done_callback(done)
+        self._send(conn, self._encode(wire.SReqOut(i, ask.name, msgspec.Raw(ask.input))))
+
+    def _answer_decoder(self, entry: ServerRequest[Any, Any]) -> wire.Decoder[Any]:
+        dec = self._answer_decoders.get(id(entry))
+        if dec is None:
+            dec = self._answer_decoders[id(entry)] = self.serializer.decoder(entry.output)
+        return dec
+
+    def _error_answer(self, rid: int, exc: BaseException) -> envelope.Answer:
+        if not isinstance(exc, SocketError):
+            return envelope.Answer(rid, ErrorCode.INTERNAL, "Internal server error")
+        data = None
+        if exc.data is not None:
             try:
-                raw = await self._server_request(conn, ask.name, msgspec.Raw(ask.input), ask.timeout, raw=True)
-                answer = envelope.Answer(ask.rid, None, "", bytes(raw))
-            except SocketError as exc:
+                data = self._encode(exc.data)
+            except (TypeError, ValueError):
                 data = None
-                if exc.data is not None:
-                    try:
-                        data = self._encode(exc.data)
-                    except (TypeError, ValueError):
-                        data = None
-                answer = envelope.Answer(ask.rid, exc.code, exc.message, data)
+        return envelope.Answer(rid, exc.code, exc.message, data)
+
+    def _reply_ask(self, sender: NodeId, answer: envelope.Answer) -> None:
         if not self.adapter.send(sender, envelope.encode(answer)):
             self._rlog.log(logging.WARNING, "answer", "could not return an answer to node %s: it is gone", sender)
 
@@ -1152,7 +1186,7 @@ class SocketServer:
         self._rlog.log(logging.WARNING, "bad_cluster", "dropped a malformed message from node %s: %s", sender, exc)
 
     # ------------------------------------------------------------------ server -> client requests
-    async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float, *, raw: bool = False) -> Any:
+    async def _server_request(self, conn: Conn, name: Any, input: Any, timeout: float) -> Any:
         n = self.contract.name_of(name)
         entry = conn._surface.server_requests.get(n)
         if entry is None:
@@ -1162,7 +1196,7 @@ class SocketServer:
         self._seq += 1
         i = self._seq
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[i] = _Pending(fut, conn, n, None if raw else self.serializer.decoder(entry.output))
+        self._pending[i] = _Pending(fut, conn, n, self._answer_decoder(entry))
         try:
             self._send(conn, self._encode(wire.SReqOut(i, n, input)))
             async with asyncio.timeout(timeout):
