@@ -24,11 +24,9 @@ detection is measured by polling the public API instead (`watch_gone`).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Any
 
-import cl_patch
 import msgspec
 from cl_common import (
     ROOM,
@@ -269,11 +267,5 @@ def build_server(**options: Any) -> BenchServer:
 
 
 def app() -> SocketServer:
-    """Entry point for `superline-zmq run cl_app:app` (default heartbeat and backpressure).
-
-    With $CL_PATCH set (only `cluster_delivery.py --patch` does that), the adapter changes the benchmark
-    suggests are monkeypatched in first (see cl_patch.py); by default the library runs unchanged.
-    """
-    if os.environ.get(cl_patch.ENV):
-        cl_patch.apply()
+    """Entry point for `superline-zmq run cl_app:app` (default heartbeat and backpressure)."""
     return build_server()

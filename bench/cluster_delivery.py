@@ -58,7 +58,6 @@ from benchlib import (
 use_checkout()
 
 from cl_common import PROFILE_ENV  # noqa: E402
-from cl_patch import ENV as PATCH_ENV  # noqa: E402
 
 from superline_zmq.testing.cluster import LocalCluster  # noqa: E402
 
@@ -386,9 +385,6 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     t_start = time.monotonic()
     profile_dir = tempfile.mkdtemp(prefix="cl-prof-") if args.profile else None
     env = {PROFILE_ENV: profile_dir} if profile_dir else {}
-    if args.patch:
-        env[PATCH_ENV] = args.patch
-        print(f"NOTE: nodes A and B run with the experimental adapter patch(es) {args.patch!r} (cl_patch.py)")
     cluster = LocalCluster(
         "cl_app:app",
         2,
@@ -466,7 +462,6 @@ def main() -> int:
     p.add_argument("--quiet-wait", type=float, default=3.0, help="wait up to this long for an idle machine")
     p.add_argument("--profile", action="store_true", help="cProfile nodes A and B during every phase of ours")
     p.add_argument("--profile-top", type=int, default=25, help="functions shown per profile")
-    p.add_argument("--patch", default="", help="experiment: monkeypatch the nodes' adapter (drain,sync; cl_patch.py)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = p.parse_args()
     if args.quick:
