@@ -23,7 +23,7 @@ from superline_zmq.adapter import Adapter
 from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, ZeroMQAdapter, zeromq_adapter
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
-from superline_zmq.testing.conformance import AdapterConformance
+from superline_zmq.testing.conformance import AdapterConformance, Node
 
 #: Fast gossip for these tests (a crash is noticed after ttl).
 FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "ttl": 0.5}
@@ -46,23 +46,13 @@ class TestZeroMQAdapter(AdapterConformance):
         return make
 
 
-class Peer:
+class Peer(Node):
     """A started ZeroMQ adapter and what its callbacks received."""
 
+    adapter: ZeroMQAdapter
+
     def __init__(self, adapter: ZeroMQAdapter, node: NodeId) -> None:
-        self.adapter = adapter
-        self.id = node
-        self.channel: list[tuple[str, bytes]] = []
-        self.direct: list[tuple[NodeId, bytes]] = []
-
-    def on_channel(self, channel: str, data: bytes) -> None:
-        self.channel.append((channel, data))
-
-    def on_direct(self, sender: NodeId, data: bytes) -> None:
-        self.direct.append((sender, data))
-
-    def got(self, channel: str) -> list[bytes]:
-        return [d for c, d in self.channel if c == channel]
+        super().__init__(adapter, node)
 
     def stat(self, key: str) -> int:
         return self.adapter.statistics()[key]
