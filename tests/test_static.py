@@ -14,7 +14,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_mypy_strict() -> None:
-    proc = _run("mypy", "--strict", "superline_zmq", "examples")
+    proc = _run("mypy", "--strict", "superline_zmq", "examples", "adapters/redis/superline_zmq_redis")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
