@@ -7,43 +7,19 @@ fails with a clear message at its deadline, and every receive has a deadline too
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from superline_zmq.testing.wait import eventually
+
 DEFAULT_TIMEOUT = 5.0
 
-
-async def eventually(
-    predicate: Callable[[], Any | Awaitable[Any]],
-    timeout: float = DEFAULT_TIMEOUT,
-    *,
-    interval: float = 0.005,
-    message: str | Callable[[], str] | None = None,
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy; return that value.
-
-    ``predicate`` may be sync or async. Fails the test (``AssertionError``) with
-    ``message`` (or the predicate's name) once ``timeout`` seconds have passed.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = predicate()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            what = message() if callable(message) else message
-            name = getattr(predicate, "__qualname__", repr(predicate))
-            raise AssertionError(f"condition not met within {timeout} s: {what or name} (last value: {last!r})")
-        await asyncio.sleep(interval)
+__all__ = ["DEFAULT_TIMEOUT", "Raw", "eventually", "raw_connect", "url_for"]
 
 
 def url_for(srv: Any, role: str | None = "user", **query: str) -> str:

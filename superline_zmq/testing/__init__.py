@@ -18,5 +18,6 @@ two modules do.
 """
 
 from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, local_cluster
+from superline_zmq.testing.wait import eventually
 
-__all__ = ["ClusterError", "LocalCluster", "Node", "local_cluster"]
+__all__ = ["ClusterError", "LocalCluster", "Node", "eventually", "local_cluster"]

@@ -23,9 +23,7 @@ messages in order (checked by :meth:`AdapterConformance.test_one_publishers_mess
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -35,22 +33,11 @@ import pytest
 from superline_zmq.adapter import Adapter
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
+from superline_zmq.testing.wait import eventually
 
 SYNC = "t:shared:__sync__"
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float, message: str = "") -> Any:
-    """Poll ``predicate`` (sync or async) until truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {message or predicate}")
-        await asyncio.sleep(0.005)
 
 
 class Node:
@@ -270,7 +257,7 @@ class AdapterConformance:
         pb.put(self._desc(b, 1, "u1"))
         pb.put(self._desc(b, 2, "u2", ("lobby",)))
         for p in (pa, pb, pc):
-            await eventually(partial(_count_is, p, 3), self.timeout, "every node counts 3")
+            await eventually(partial(_count_is, p, 3), self.timeout, message="every node counts 3")
             assert {d.id for d in await p.by_user("u1")} == {make_conn_id(a.id, 1), make_conn_id(b.id, 1)}
             assert {d.id for d in await p.room("lobby")} == {make_conn_id(a.id, 1), make_conn_id(b.id, 2)}
             assert await p.is_online("u2") and not await p.is_online("nobody")
@@ -281,21 +268,21 @@ class AdapterConformance:
         a, b = await start(2)
         pa, pb = self._presence(a), self._presence(b)
         pa.put(self._desc(a, 1, "u1"))
-        await eventually(lambda: pb.is_online("u1"), self.timeout, "b sees u1")
+        await eventually(lambda: pb.is_online("u1"), self.timeout, message="b sees u1")
         pa.put(self._desc(a, 1, "u1", ("x",)))  # a room joined: the same id, replaced
-        await eventually(lambda: _room_size(pb, "x", 1), self.timeout, "b sees the room change")
+        await eventually(lambda: _room_size(pb, "x", 1), self.timeout, message="b sees the room change")
         assert await pb.count() == 1
         pa.remove(make_conn_id(a.id, 1))
-        await eventually(lambda: _count_is(pb, 0), self.timeout, "b sees the removal")
+        await eventually(lambda: _count_is(pb, 0), self.timeout, message="b sees the removal")
         assert not await pb.is_online("u1") and await pb.room("x") == []
 
     async def test_a_closed_nodes_presence_is_gone_at_once(self, start: StartNodes) -> None:
         a, b = await start(2)
         pa, pb = self._presence(a), self._presence(b)
         pa.put(self._desc(a, 1, "u1"))
-        await eventually(lambda: pb.is_online("u1"), self.timeout, "b sees u1")
+        await eventually(lambda: pb.is_online("u1"), self.timeout, message="b sees u1")
         await a.close()
-        await eventually(lambda: _count_is(pb, 0), self.timeout, "a's connections left b's view")
+        await eventually(lambda: _count_is(pb, 0), self.timeout, message="a's connections left b's view")
         assert a.id not in {t.node_id for t in await pb.topology()}
 
 
