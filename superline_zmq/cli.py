@@ -38,9 +38,10 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from superline_zmq.adapter import Adapter
 from superline_zmq.server import SocketServer
 
 if TYPE_CHECKING:
@@ -275,64 +276,82 @@ async def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # zmq.ZMQError: an endpoint cannot be bound
         print(f"{PROG}: error: could not start the ZeroMQ adapter on {args.bind}: {exc}", file=sys.stderr)
         return 1
+    endpoints = dict(adapter.endpoints)
+    if not args.json:
+        log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
+    return await serve_node(
+        srv,
+        adapter,
+        app=args.app,
+        host=host,
+        port=port,
+        out=out,
+        ready={"pub": endpoints.get("pub"), "router": endpoints.get("router")},
+        shutdown_timeout=args.shutdown_timeout,
+        watch=lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
+    )
+
+
+async def serve_node(
+    srv: SocketServer,
+    adapter: Adapter,
+    *,
+    app: str,
+    host: str,
+    port: int,
+    out: Output,
+    ready: Mapping[str, Any],
+    shutdown_timeout: float,
+    watch: Callable[[Stopper], Coroutine[Any, Any, None]] | None = None,
+    prog: str = PROG,
+) -> int:
+    """Serve ``srv`` on ``adapter`` until SIGTERM/SIGINT (or ``watch`` ends), then close it; the exit code.
+
+    The shared tail of every node runner (``superline-zmq run``, the Redis adapter's): attach the
+    adapter, listen, print the ``ready`` line (``ready`` adds fields), and shut down gracefully
+    within ``shutdown_timeout`` or exit 1 (a watchdog makes sure of it).
+    """
     try:
         srv.use_adapter(adapter)
     except RuntimeError as exc:
-        print(f"{PROG}: error: {args.app}: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {app}: {exc}", file=sys.stderr)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(adapter.close(), args.shutdown_timeout)
+            await asyncio.wait_for(adapter.close(), shutdown_timeout)
         return 2
     stopper = Stopper()
     stopper.install()
     try:
         await srv.listen(host, port)
     except Exception as exc:
-        print(f"{PROG}: error: could not listen on {host}:{port}: {exc}", file=sys.stderr)
+        print(f"{prog}: error: could not listen on {host}:{port}: {exc}", file=sys.stderr)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(srv.close(), args.shutdown_timeout)
+            await asyncio.wait_for(srv.close(), shutdown_timeout)
         return 1
-    endpoints = dict(adapter.endpoints)
-    out.line(
-        {
-            "event": "ready",
-            "node_id": srv.node_id,
-            "ws": srv.url,
-            "pub": endpoints.get("pub"),
-            "router": endpoints.get("router"),
-            "pid": os.getpid(),
-        }
-    )
-    if not args.json:
-        log.info(
-            "node %s serving %s (pub %s, router %s, seeds %s, loop %s)",
-            srv.node_id,
-            srv.url,
-            endpoints.get("pub"),
-            endpoints.get("router"),
-            ", ".join(args.seed) or "none",
-            type(asyncio.get_running_loop()).__module__,
-        )
-    watcher = asyncio.create_task(_watch_members(adapter, out, stopper, args.watch_parent))
-    stopped = asyncio.create_task(stopper.event.wait())
+    out.line({"event": "ready", "node_id": srv.node_id, "ws": srv.url, **ready, "pid": os.getpid()})
+    if not out.json_mode:
+        log.info("node %s serving %s (%s)", srv.node_id, srv.url, ", ".join(f"{k} {v}" for k, v in ready.items()))
+    tasks: set[asyncio.Task[Any]] = {asyncio.create_task(stopper.event.wait())}
+    if watch is not None:
+        tasks.add(asyncio.create_task(watch(stopper)))
     failed = False
     try:
-        await asyncio.wait({watcher, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (watcher, stopped):
+        for task in tasks:
             task.cancel()
-        outcome, _ = await asyncio.gather(watcher, stopped, return_exceptions=True)
-        if isinstance(outcome, Exception):
-            log.error("the member watcher failed: %r", outcome)
-            failed = True
-            stopper.stop("internal error")
-    _watchdog(args.shutdown_timeout + 5.0)
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.error("a node watcher failed: %r", outcome)
+                failed = True
+                stopper.stop("internal error")
+    _watchdog(shutdown_timeout + 5.0)
     out.event(
         "stopping", f"stopping ({stopper.reason}): closing connections and leaving the cluster", reason=stopper.reason
     )
     try:
-        await asyncio.wait_for(srv.close(), args.shutdown_timeout)
+        await asyncio.wait_for(srv.close(), shutdown_timeout)
     except TimeoutError:
-        print(f"{PROG}: error: shutdown took longer than {args.shutdown_timeout} s", file=sys.stderr)
+        print(f"{prog}: error: shutdown took longer than {shutdown_timeout} s", file=sys.stderr)
         out.event("stopped", "stopped (timeout)", code=1)
         return 1
     out.event("stopped", "stopped", code=1 if failed else 0)

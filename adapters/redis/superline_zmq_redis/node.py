@@ -23,25 +23,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
 
-from superline_zmq.cli import Stopper, UsageError, load_target, parse_hostport, resolve_server
+from superline_zmq.cli import Output, Stopper, UsageError, load_target, parse_hostport, resolve_server, serve_node
 from superline_zmq_redis.adapter import redis_adapter
 
 PROG = "superline-zmq-redis"
 log = logging.getLogger("superline_zmq.redis.node")
-
-
-def _line(obj: dict[str, object]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
 
 
 def _positive(value: str) -> float:
@@ -52,20 +43,6 @@ def _positive(value: str) -> float:
     if not f > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
     return f
-
-
-def _watchdog(seconds: float) -> None:
-    """Exit 1 if the process still runs ``seconds`` from now (a hung shutdown)."""
-
-    def fire() -> None:
-        with contextlib.suppress(Exception):
-            sys.stderr.write(f"{PROG}: shutdown did not finish within {seconds:.0f} s; exiting\n")
-            sys.stderr.flush()
-        os._exit(1)
-
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
 
 
 async def _watch_parent(parent: int, stopper: Stopper) -> None:
@@ -98,43 +75,22 @@ async def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # redis-py's ConnectionError / AuthenticationError, a timeout
         print(f"{PROG}: error: could not reach Redis at {args.url}: {exc!r}", file=sys.stderr)
         return 1
-    try:
-        srv.use_adapter(adapter)
-    except RuntimeError as exc:
-        print(f"{PROG}: error: {args.app}: {exc}", file=sys.stderr)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(adapter.close(), args.shutdown_timeout)
-        return 2
-    stopper = Stopper()
-    stopper.install()
-    try:
-        await srv.listen(host, port)
-    except Exception as exc:
-        print(f"{PROG}: error: could not start serving on {host}:{port}: {exc!r}", file=sys.stderr)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(srv.close(), args.shutdown_timeout)
-        return 1
-    _line({"event": "ready", "node_id": srv.node_id, "ws": srv.url, "pid": os.getpid(), "prefix": args.prefix})
-    watcher = None
+    watch = None
     if args.watch_parent is not None:
-        watcher = asyncio.create_task(_watch_parent(args.watch_parent, stopper))
-    try:
-        await stopper.event.wait()
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-    _watchdog(args.shutdown_timeout + 5.0)
-    if args.json:
-        _line({"event": "stopping", "reason": stopper.reason})
-    try:
-        await asyncio.wait_for(srv.close(), args.shutdown_timeout)
-    except TimeoutError:
-        print(f"{PROG}: error: shutdown took longer than {args.shutdown_timeout} s", file=sys.stderr)
-        return 1
-    if args.json:
-        _line({"event": "stopped", "code": 0})
-    return 0
+        parent = args.watch_parent
+        watch = lambda stopper: _watch_parent(parent, stopper)  # noqa: E731
+    return await serve_node(
+        srv,
+        adapter,
+        app=args.app,
+        host=host,
+        port=port,
+        out=Output(args.json),
+        ready={"prefix": args.prefix},
+        shutdown_timeout=args.shutdown_timeout,
+        watch=watch,
+        prog=PROG,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
