@@ -493,7 +493,8 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- main
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop for ``--loop auto|asyncio|uvloop`` (auto: uvloop when installed)."""
     if choice == "asyncio":
         return asyncio.new_event_loop
     try:
@@ -576,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _defaults(args)
     _setup_logging(getattr(args, "json", False), args.log_level)
     try:
-        factory = _loop_factory(args.loop)
+        factory = loop_factory(args.loop)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -27,9 +27,10 @@ connection), so once the sentinel arrived, anything sent before it would have to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from fanout_app import Me, api, build_server
@@ -244,20 +245,35 @@ StartCluster = Callable[..., Awaitable[Cluster]]
 CLUSTERS: dict[str, StartCluster] = {"memory": start_memory_cluster, "zeromq": start_zeromq_cluster}
 
 
-@pytest.fixture(params=sorted(CLUSTERS))
-async def make_cluster(request: pytest.FixtureRequest) -> AsyncIterator[StartCluster]:
-    """``await make_cluster(n, **server_options)``: a started cluster, closed after the test."""
-    start = CLUSTERS[request.param]
-    clusters: list[Cluster] = []
+class Closable(Protocol):
+    async def close(self) -> None: ...
 
-    async def make(n: int, **options: Any) -> Cluster:
+
+C = TypeVar("C", bound=Closable)
+
+
+@contextlib.asynccontextmanager
+async def closing_all(start: Callable[..., Awaitable[C]]) -> AsyncIterator[Callable[..., Awaitable[C]]]:
+    """Yield ``start`` wrapped so that every cluster it makes is closed on exit."""
+    clusters: list[C] = []
+
+    async def make(n: int, **options: Any) -> C:
         cluster = await start(n, **options)
         clusters.append(cluster)
         return cluster
 
-    yield make
-    for cluster in clusters:
-        await cluster.close()
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            await cluster.close()
+
+
+@pytest.fixture(params=sorted(CLUSTERS))
+async def make_cluster(request: pytest.FixtureRequest) -> AsyncIterator[StartCluster]:
+    """``await make_cluster(n, **server_options)``: a started cluster, closed after the test."""
+    async with closing_all(CLUSTERS[request.param]) as make:
+        yield make
 
 
 @pytest.fixture(params=[1, 2, 3], ids=lambda n: f"{n}node")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster import closing_all
 from helpers import DEFAULT_TIMEOUT, eventually
 from presence_app import Confirmed, Me, Question, Text, api, build_server
 
@@ -247,17 +248,8 @@ KINDS: dict[str, StartCluster] = {"memory": start_memory, "zeromq": start_proces
 @pytest.fixture(params=sorted(KINDS))
 async def make_presence_cluster(request: pytest.FixtureRequest) -> AsyncIterator[StartCluster]:
     """``await make_presence_cluster(n)``: a started presence cluster, closed after the test."""
-    start = KINDS[request.param]
-    clusters: list[PresenceCluster] = []
-
-    async def make(n: int, **options: Any) -> PresenceCluster:
-        cluster = await start(n, **options)
-        clusters.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in clusters:
-        await cluster.close()
+    async with closing_all(KINDS[request.param]) as make:
+        yield make
 
 
 @pytest.fixture(params=[1, 3], ids=lambda n: f"{n}node")

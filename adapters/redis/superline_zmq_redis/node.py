@@ -26,9 +26,18 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from superline_zmq.cli import Output, Stopper, UsageError, load_target, parse_hostport, resolve_server, serve_node
+from superline_zmq.cli import (
+    Output,
+    Stopper,
+    UsageError,
+    load_target,
+    loop_factory,
+    parse_hostport,
+    resolve_server,
+    serve_node,
+)
 from superline_zmq_redis.adapter import redis_adapter
 
 PROG = "superline-zmq-redis"
@@ -119,19 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    if choice == "asyncio":
-        return asyncio.new_event_loop
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise UsageError("--loop uvloop: uvloop is not installed (pip install uvloop)") from None
-        return asyncio.new_event_loop
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = build_parser()
@@ -144,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
     )
     try:
-        factory = _loop_factory(args.loop)
+        factory = loop_factory(args.loop)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
