@@ -110,6 +110,9 @@ _BATCH_BYTES = 8 * 1024 * 1024
 #: Node ids that left recently, never taken back as alive by a poll that started earlier.
 _LEFT_MEMORY = 4096
 
+#: ``redis_options`` that configure the ``Redis`` client object, not its connections.
+_CLIENT_ONLY_OPTIONS = frozenset({"single_connection_client", "auto_close_connection_pool"})
+
 # What a failing connection raises: redis-py's errors, OS errors, and our deadlines.
 _CONN_ERRORS = (RedisError, OSError, TimeoutError, EOFError)
 
@@ -261,6 +264,13 @@ class RedisAdapter:
         kwargs = self._redis.connection_pool.connection_kwargs
         if kwargs.get("decode_responses"):
             raise ValueError("the Redis URL must not set decode_responses: the adapter carries bytes")
+        # The subscriber and writer connections come from a pool of their own, built from the
+        # same URL and options: RESP2 (the bulk reader parses it), and reads that block forever
+        # (deadlines are ours: command_timeout, pings). Copying the command pool's
+        # connection_kwargs instead broke on redis-py 7+, whose pools carry RESP3-only settings.
+        dedicated = {k: v for k, v in options.items() if k not in _CLIENT_ONLY_OPTIONS}
+        dedicated.update(protocol=2, socket_timeout=None, health_check_interval=0)
+        self._dedicated_pool = aioredis.ConnectionPool.from_url(url, **dedicated)
         self.url = url
 
         self.node: NodeId | None = None
@@ -302,6 +312,7 @@ class RedisAdapter:
         self._sub: AbstractConnection | None = None
         self._wconn: AbstractConnection | None = None
         self._w_replies: _resp.Replies | None = None
+        self._sub_bulk = False
         self._prefix_b = prefix.encode()
         self._connected = False
         self._started = False
@@ -348,6 +359,10 @@ class RedisAdapter:
         stats["queue"] = len(self._out.items)
         stats["queue_bytes"] = self._out.bytes
         stats["up"] = int(self._up)
+        # 1 while both dedicated connections are read in bulk (the fast path), 0 when a
+        # redis-py without a reachable stream reader made them fall back to read_response
+        replies = self._w_replies
+        stats["bulk_reads"] = int(replies is not None and replies.bulk and self._sub_bulk)
         return stats
 
     @property
@@ -489,6 +504,8 @@ class RedisAdapter:
         self._w_replies = None
         with contextlib.suppress(Exception):
             await self._redis.aclose()
+        with contextlib.suppress(Exception):
+            await self._dedicated_pool.disconnect()
 
     async def _wait_flushed(self) -> None:
         """Until the writer has sent everything queued (the caller bounds the wait)."""
@@ -527,12 +544,9 @@ class RedisAdapter:
 
     # ------------------------------------------------------------------ subscriber connection
     async def _dedicated_connection(self) -> AbstractConnection:
-        """A connection of our own (not from the pool), opened and authenticated by redis-py."""
-        pool = self._redis.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        # RESP2, and reads that block forever: deadlines are ours (command_timeout, pings)
-        kwargs.update(protocol=2, socket_timeout=None, health_check_interval=0)
-        conn = pool.connection_class(**kwargs)
+        """A connection of our own (never returned to a pool), opened and authenticated by redis-py."""
+        make = cast(Callable[[], AbstractConnection], self._dedicated_pool.make_connection)  # untyped in redis-py
+        conn = make()
         try:
             await cast(Any, conn).connect()  # untyped in redis-py
         except BaseException:
@@ -561,7 +575,9 @@ class RedisAdapter:
         self._acks.clear()
         conn = await self._dedicated_connection()
         self._sub = conn
-        self._reader = asyncio.get_running_loop().create_task(self._read_loop(conn, _resp.Replies(conn)))
+        sub_replies = _resp.Replies(conn)
+        self._sub_bulk = sub_replies.bulk
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop(conn, sub_replies))
         base = [self._direct_ch, self._cluster_ch]
         futs = await self._sub_command(b"SUBSCRIBE", base, wait=True)
         if not all(await asyncio.gather(*futs)):

@@ -40,6 +40,23 @@ async def _round_trip(url: str, prefix: str) -> None:
         await b.close()
 
 
+async def test_bulk_reads_are_on(redis_server: RedisServer, prefix: str) -> None:
+    """The fast path reads redis-py's private stream reader; this fails if a redis-py release hides it.
+
+    The adapter still works then (``test_without_bulk_reads``), only slower: a failure here
+    means "look at _resp.Replies before declaring this redis-py supported", not a broken adapter.
+    """
+    import redis
+
+    a = await redis_adapter(redis_server.url, prefix=prefix)
+    try:
+        await a.start(new_node_id(), lambda c, d: None, lambda n, d: None)
+        stats = a.statistics()
+        assert stats["bulk_reads"] == 1, f"redis-py {redis.__version__}: bulk RESP reads are off ({stats})"
+    finally:
+        await a.close()
+
+
 async def test_without_bulk_reads(redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback for a redis-py whose connections hide their stream reader: redis-py parses every reply."""
     monkeypatch.setattr(_resp.Replies, "bulk", property(lambda self: False))
