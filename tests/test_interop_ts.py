@@ -5,7 +5,7 @@ runs ``node tests/interop/ts_scenarios.mjs ws://127.0.0.1:PORT/ <scenario>``, wh
 the bundled client (``<repo>/../shared/interop/superline-client.mjs``, passed to node as
 ``$SUPERLINE_INTEROP_CLIENT``) and prints one JSON line of observations per scenario. The
 script checks its own expectations (exit status); these tests assert the observed values.
-Skipped when ``node`` or the bundle is missing.
+Skipped when ``node`` or the bundle is missing, except under ``CI=true``, where that fails.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CLIENT_BUNDLE = REPO_ROOT.parent / "shared/interop/superline-client.mjs"
+#: super-line's bundled client: beside the repository (``../shared``), or where the variable says.
+CLIENT_BUNDLE = Path(
+    os.environ.get("SUPERLINE_INTEROP_CLIENT") or REPO_ROOT.parent / "shared/interop/superline-client.mjs"
+)
 SCRIPT = REPO_ROOT / "tests/interop/ts_scenarios.mjs"
 APP = REPO_ROOT / "tests/interop/app.py"
 NODE_DEADLINE_S = 60.0
@@ -48,12 +51,23 @@ def _load_app() -> ModuleType:
     return module
 
 
+def _missing(reason: str) -> None:
+    """Skip with ``reason`` on a developer's machine; fail in CI, which has node and ../shared."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run the TypeScript interop tests, but {reason}")
+    pytest.skip(reason)
+
+
 def _node() -> str:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("`node` executable not found on PATH (needed to run super-line's TypeScript client)")
+        _missing("`node` is not on PATH (needed to run super-line's TypeScript client)")
     if not CLIENT_BUNDLE.is_file():
-        pytest.skip(f"super-line client bundle not found: {CLIENT_BUNDLE}")
+        _missing(
+            f"super-line's client bundle is not at {CLIENT_BUNDLE} "
+            "(the repository's ../shared/interop, or set SUPERLINE_INTEROP_CLIENT)"
+        )
+    assert node is not None
     return node
 
 
