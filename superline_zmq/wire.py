@@ -270,3 +270,48 @@ def frame_id(serializer: Serializer, buf: bytes | str) -> tuple[Any, Any]:
     if isinstance(i, bool) or not isinstance(i, int):
         i = None
     return obj.get("t"), i
+
+
+class DecoderCache:
+    """One long-lived typed decoder per schema, built on first use (schemas are kept alive, so ids stay unique)."""
+
+    __slots__ = ("_decoders", "_serializer")
+
+    def __init__(self, serializer: Serializer) -> None:
+        self._serializer = serializer
+        self._decoders: dict[int, tuple[Any, Decoder[Any]]] = {}
+
+    def get(self, schema: Any) -> Decoder[Any]:
+        """The decoder for ``schema``."""
+        hit = self._decoders.get(id(schema))
+        if hit is None:
+            hit = self._decoders[id(schema)] = (schema, self._serializer.decoder(schema))
+        return hit[1]
+
+
+def error_frame(
+    encode: Callable[[Any], bytes],
+    i: int | UnsetType,
+    code: str,
+    message: str,
+    data: Any = None,
+    *,
+    answer: bool = False,
+) -> tuple[bytes, Exception | None]:
+    """The one error-frame builder: ``err`` (server) or ``serr`` (``answer``: a client's answer).
+
+    ``data`` that cannot be serialized is left out rather than losing the error; the
+    exception is returned so the caller can report it.
+    """
+    d = UNSET if data is None else data
+    if answer:
+        assert i is not UNSET, "an serr answers a request: it needs its id"
+        frame: Any = SErr(i, code, message, d)
+        bare: Any = SErr(i, code, message)
+    else:
+        frame = Err(code, message, i, d)
+        bare = Err(code, message, i)
+    try:
+        return encode(frame), None
+    except (TypeError, ValueError) as exc:  # error data that cannot be serialized
+        return encode(bare), exc
