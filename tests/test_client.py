@@ -90,12 +90,12 @@ async def test_subscribe_ready_and_unsubscribe(server: Any, make_client: Any) ->
     server.publish("prices", Price("A", 1.0))
     await eventually(lambda: a and b)
     sub_a.unsubscribe()  # b still listens: no unsub on the wire
-    assert "prices" in conn._topics
+    assert "prices" in conn.topics
     server.publish("prices", Price("B", 2.0))
     await eventually(lambda: len(b) == 2)
     assert a == [Price("A", 1.0)]
     sub_b.unsubscribe()  # the last one: unsub is sent
-    await eventually(lambda: "prices" not in conn._topics)
+    await eventually(lambda: "prices" not in conn.topics)
     server.publish("prices", Price("C", 3.0))
     assert await client.call("nothing") is None  # a round trip after the publish
     assert b == [Price("A", 1.0), Price("B", 2.0)]
@@ -250,7 +250,7 @@ async def test_topic_subscriptions_are_resent_after_reconnect(server: Any, make_
     await eventually(publish_and_check, interval=0.01)
     assert got[0] == Price("after", 1.0)
     conn = await _conn_of(server)
-    assert "prices" in conn._topics
+    assert "prices" in conn.topics
 
 
 async def test_reconnect_false_rejects_calls_after_drop(server: Any, make_client: Any) -> None:

@@ -649,11 +649,11 @@ async def test_fanout_encodes_once_for_every_member_on_every_node(
     encoded: list[Any] = []
     for srv in cluster.nodes:
 
-        def counting(frame: Any, encode: Any = srv._encode) -> bytes:
+        def counting(frame: Any, encode: Any = srv._core.encode) -> bytes:
             encoded.append(frame)
             return encode(frame)  # type: ignore[no-any-return]
 
-        monkeypatch.setattr(srv, "_encode", counting)
+        monkeypatch.setattr(srv._core, "encode", counting)
 
     cluster.nodes[0].room("five").broadcast("notice", Text("once"))
     for m in members:

@@ -35,7 +35,7 @@ async def test_ticks_ping_every_connection_and_pongs_are_recorded() -> None:
 async def test_a_client_that_stops_answering_is_reaped_through_on_disconnect() -> None:
     dropped: list[Conn] = []
     srv = build_server(heartbeat={"interval": 0.05, "max_missed": 2})
-    srv._on_disconnect = dropped.append  # the app's hook, set after construction for the test
+    srv._core.on_disconnect = dropped.append  # the app's hook, set after construction for the test
     await srv.listen("127.0.0.1", 0)
     try:
         good = await connect(api, srv.url, role="user", reconnect=False)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +70,12 @@ PURE_MODULES = [
     "superline_zmq.validation",
     "superline_zmq.ids",
     "superline_zmq.logs",
+    "superline_zmq.names",
+    "superline_zmq.requests",
+    "superline_zmq.session",
+    "superline_zmq.presence",
+    "superline_zmq.envelope",
+    "superline_zmq.transport",
 ]
 
 
@@ -144,9 +152,28 @@ def test_pure_modules_do_not_import_io_libraries(module: str) -> None:
 
 
 def test_the_probe_sees_an_io_import() -> None:
-    # guard for the test above: the same probe does flag the server module
-    result = _probe("superline_zmq.server")
+    # guard for the test above: the same probe does flag the websockets transport
+    result = _probe("superline_zmq.transport.ws")
     assert "websockets" in result["io"]
+
+
+#: The only modules allowed to import each I/O library.
+IO_OWNERS = {
+    "websockets": ("superline_zmq/transport/",),
+    "zmq": ("superline_zmq/adapters/zeromq.py", "superline_zmq/curve.py"),
+}
+
+
+def test_only_the_transport_layer_imports_websockets_and_only_the_adapter_imports_zmq() -> None:
+    root = Path(superline_zmq.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).as_posix()
+        text = path.read_text()
+        for lib, owners in IO_OWNERS.items():
+            if re.search(rf"^\s*(import|from) {lib}(\.|\s)", text, re.M) and not rel.startswith(owners):
+                offenders.append(f"{rel} imports {lib}")
+    assert offenders == []
 
 
 async def test_runs_on_the_loop_its_id_names(request: pytest.FixtureRequest) -> None:

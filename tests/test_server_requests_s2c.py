@@ -111,7 +111,7 @@ async def test_timeout(server: Any, make_client: Any) -> None:
         await conn.request("confirm", Confirm("?"), timeout=0.1)
     assert info.value.code == "TIMEOUT"
     assert info.value.message == "Request 'confirm' timed out"
-    assert server._pending == {}
+    assert server.statistics()["pending_requests"] == 0
     # a late answer is ignored and counted
     never.set()
     await eventually(lambda: server.statistics()["late_replies"] == 1)
@@ -156,7 +156,7 @@ async def test_connection_closing_while_pending_is_disconnected(server: Any, mak
     with pytest.raises(SocketError) as info:
         await asyncio.wait_for(pending, 5)
     assert info.value.code == "DISCONNECTED"
-    assert server._pending == {}
+    assert server.statistics()["pending_requests"] == 0
 
 
 async def test_request_on_closed_connection_is_disconnected(server: Any, make_client: Any) -> None:
@@ -181,8 +181,8 @@ async def test_answer_from_another_connection_is_ignored(server: Any, make_clien
     client.implement({"confirm": confirm})
     intruder = await open_raw(server)
     pending = asyncio.ensure_future(target.request("confirm", Confirm("?"), timeout=5))
-    await eventually(lambda: server._pending)
-    (i,) = server._pending
+    await eventually(lambda: server.statistics()["pending_requests"] == 1)
+    (i,) = [entry.id for entry in server._core.table]
     await intruder.send({"t": "sres", "i": i, "d": {"ok": False}})
     assert await intruder.call(1, "nothing") == {"t": "res", "i": 1, "d": None}  # sres processed
     assert not pending.done()

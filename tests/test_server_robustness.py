@@ -168,7 +168,7 @@ async def test_slow_client_does_not_block_others_drop_policy(make_server: Any, m
     srv = await make_server(backpressure=Backpressure(max_buffered_bytes=LIMIT, on_exceed="drop"))
     stalled = await _stalled_subscriber(open_raw, srv)
     other = await make_client(srv)
-    stalled_conn = next(c for c in srv.connections if "big" in c._topics)
+    stalled_conn = next(c for c in srv.connections if "big" in c.topics)
     for n in range(MAX_PUBLISHES):
         srv.publish("big", BIG)
         await asyncio.sleep(0)  # let the loop write, and the stalled peer stop reading
@@ -190,7 +190,7 @@ async def test_slow_client_is_closed_with_1013_close_policy(make_server: Any, ma
     srv = await make_server(backpressure={"max_buffered_bytes": LIMIT, "on_exceed": "close"})
     stalled = await _stalled_subscriber(open_raw, srv)
     other = await make_client(srv)
-    stalled_conn = next(c for c in srv.connections if "big" in c._topics)
+    stalled_conn = next(c for c in srv.connections if "big" in c.topics)
     for _ in range(MAX_PUBLISHES):
         srv.publish("big", BIG)
         await asyncio.sleep(0)
@@ -222,7 +222,7 @@ async def _closing_by_backpressure(make_server: Any, open_raw: Any) -> tuple[Any
     """
     srv = await make_server(backpressure={"max_buffered_bytes": LIMIT, "on_exceed": "close"})
     await _stalled_subscriber(open_raw, srv)
-    conn = next(c for c in srv.connections if "big" in c._topics)
+    conn = next(c for c in srv.connections if "big" in c.topics)
     for _ in range(MAX_PUBLISHES):
         srv.publish("big", BIG)
         if srv.statistics()["closed_backpressure"] > 0:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import ssl as ssl_module
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -49,13 +49,22 @@ from superline_zmq.transport import (
 
 log = logging.getLogger("superline_zmq.transport")
 
+#: websockets' ``process_request`` hook, as :attr:`WebsocketsEndpoint.process_request` is.
+ProcessRequest = Callable[[ServerConnection, HttpRequest], Awaitable["HttpResponse | None"]]
+#: websockets' connection handler, as :attr:`WebsocketsEndpoint.handler` is.
+ConnectionHandler = Callable[[ServerConnection], Awaitable[None]]
+
 #: Close code and reason when an embedded handler runs without ``process_request`` and refuses.
 EMBEDDED_REFUSAL_CODE = 4401
 
 
 def _write_buffer(ws: WsConnection) -> asyncio.WriteTransport | None:
-    transport = getattr(ws, "transport", None)
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
+    # duck-typed: uvloop's transports do not subclass asyncio.WriteTransport
+    transport: Any = getattr(ws, "transport", None)
+    if callable(getattr(transport, "get_write_buffer_size", None)) and callable(getattr(transport, "abort", None)):
+        found: asyncio.WriteTransport = transport
+        return found
+    return None
 
 
 _warned_hidden = False
