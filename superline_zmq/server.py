@@ -364,7 +364,7 @@ class SocketServer:
 
     def _websockets(self) -> WebsocketsEndpoint:
         if self._ws_endpoint is None:
-            from superline_zmq.transport.ws import ConnectionHandler, ProcessRequest, WebsocketsEndpoint
+            from superline_zmq.transport.ws import WebsocketsEndpoint
 
             self._ws_endpoint = WebsocketsEndpoint(self)
         return self._ws_endpoint
