@@ -10,12 +10,13 @@ and by node, so no query walks every descriptor.
 Liveness is part of the replica: each node is *heard* (a beat, a delta, a snapshot);
 a node not heard within ``ttl`` is dead, drops out of every query at once, and is shown
 as ``alive=False`` in :meth:`PresenceReplica.topology` until it is forgotten. The clock
-is injected, so all of this runs in a unit test with no sockets and no sleeping.
+is injected, so all of this runs in a unit test with no sockets and no sleeping. A
+replica that lives inside a larger membership machine (the gossip) is given that
+machine's verdict instead (``liveness=``), so routing and presence read one liveness.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -122,15 +123,21 @@ class _Slice:
 
 
 class PresenceReplica:
-    """Every node's slice, indexed by user and by room, with per-node liveness."""
+    """Every node's slice, indexed by user and by room, with per-node liveness.
+
+    ``clock`` is required (this module never reads one). ``liveness``: whether a node is
+    alive, decided elsewhere (the gossip's membership); by default the replica decides
+    itself from when it last heard each node, with ``ttl``.
+    """
 
     def __init__(
         self,
         node: NodeId,
         *,
+        clock: Callable[[], float],
         ttl: float = 5.0,
         forget_after: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        liveness: Callable[[NodeId], bool] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be positive, got {ttl}")
@@ -141,6 +148,7 @@ class PresenceReplica:
         if self.forget_after < ttl:
             raise ValueError(f"forget_after ({self.forget_after}) must be at least ttl ({ttl})")
         self._clock = clock
+        self._liveness = liveness
         self._slices: dict[NodeId, _Slice] = {node: _Slice(clock())}
         self._by_user: dict[str, set[str]] = {}
         self._by_room: dict[str, set[str]] = {}
@@ -156,9 +164,11 @@ class PresenceReplica:
         return seq is not None and seq > s.seq
 
     def alive(self, node: NodeId) -> bool:
-        """Whether ``node`` was heard within ``ttl`` (this node always is)."""
+        """Whether ``node`` was heard within ``ttl``, or ``liveness`` says so (this node always is)."""
         if node == self.node:
             return True
+        if self._liveness is not None:
+            return self._liveness(node)
         s = self._slices.get(node)
         return s is not None and self._clock() - s.heard_at <= self.ttl
 

@@ -1,19 +1,20 @@
 """The membership and presence gossip state machine (pure: bytes in, actions out).
 
-Two to four :class:`Gossip` instances run against each other over :class:`Net`, a tiny
-in-test network that carries out their actions synchronously: a :class:`Broadcast`
-reaches the members that connected to the sender (PUB/SUB: a node hears another's
-broadcasts only after it was told to :class:`Connect` to it), a :class:`Send` reaches its
-node directly (with ``routed=True`` only a node the sender connected to, as ZeroMQ DEALERs
-do; a hello always reaches its seed). Chosen messages can be dropped to simulate loss, and a node can be paused
-(it neither ticks, sends nor receives). Time is a hand-moved clock shared by all nodes.
+Two to four :class:`Gossip` instances run against each other over
+:class:`~superline_zmq.testing.FakeNet`, the test kit's network that carries out their
+actions synchronously: a :class:`Broadcast` reaches the members that connected to the
+sender (PUB/SUB: a node hears another's broadcasts only after it was told to
+:class:`Connect` to it), a :class:`Send` reaches its node directly (with ``routed=True``
+only a node the sender connected to, as ZeroMQ DEALERs do; a hello always reaches its
+seed). Chosen messages can be dropped to simulate loss, and a node can be paused (it
+neither ticks, sends nor receives). Time is a :class:`~superline_zmq.testing.FakeClock`
+shared by all nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections import Counter
 
 import msgspec
 import pytest
@@ -39,7 +40,9 @@ from superline_zmq.gossip import (
     encode,
 )
 from superline_zmq.ids import NodeId
+from superline_zmq.membership import Liveness
 from superline_zmq.presence import ConnDescriptor, Delta, NodeInfo, Snapshot
+from superline_zmq.testing import FakeClock, FakeNet
 
 INTERVAL = 1.0
 TTL = 5.0
@@ -48,21 +51,11 @@ FORGET = 2 * TTL  # the default forget_after
 A, B, C, D = NodeId("A"), NodeId("B"), NodeId("C"), NodeId("D")
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
+Clock = FakeClock
 
 
 def addr_of(node: str) -> Addr:
-    return {"pub": f"tcp://{node}:5000", "router": f"tcp://{node}:5001"}
+    return FakeNet.addr_of(node)
 
 
 def desc(
@@ -71,134 +64,27 @@ def desc(
     return ConnDescriptor(id=cid, role="user", node_id=node, connected_at=at, user_id=user, rooms=rooms)
 
 
-#: Decides whether a message from ``src`` to ``dst`` is lost.
-Rule = Callable[[NodeId, NodeId, Message], bool]
+def Net(*, pubsub: bool = True, routed: bool = False, forget_after: float | None = None) -> FakeNet:
+    """A network of Gossip nodes at :func:`addr_of` with this module's timings, on a fresh clock."""
+    return FakeNet(FakeClock(), interval=INTERVAL, ttl=TTL, forget_after=forget_after, pubsub=pubsub, routed=routed)
 
 
-class Net:
-    """Routes the actions of a few Gossip nodes to each other, synchronously."""
-
-    def __init__(self, *, pubsub: bool = True, routed: bool = False, forget_after: float | None = None) -> None:
-        self.clock = Clock()
-        self.pubsub = pubsub
-        self.routed = routed  # a Send reaches only a node the sender connected to (ZeroMQ DEALERs)
-        self.forget_after = forget_after
-        self.nodes: dict[NodeId, Gossip] = {}
-        self.subs: dict[NodeId, set[NodeId]] = {}  # subscriber -> the nodes it connected to
-        self.queue: deque[tuple[NodeId, NodeId, bytes]] = deque()
-        self.paused: set[NodeId] = set()
-        self.rules: list[Rule] = []
-        self.log: list[tuple[NodeId, NodeId, Message]] = []  # every message sent, in order, lost or not
-        self.delivered: list[tuple[NodeId, NodeId, Message]] = []
-        self.lost: list[tuple[NodeId, NodeId, Message]] = []
-        self.refused: list[tuple[NodeId, NodeId, Message]] = []  # sends with no route
-        self.actions: dict[NodeId, list[tuple[float, Action]]] = defaultdict(list)
-
-    # ------------------------------------------------------------ setup
-    def add(self, *names: str) -> list[Gossip]:
-        out = []
-        for name in names:
-            node = NodeId(name)
-            g = Gossip(
-                node, addr_of(name), interval=INTERVAL, ttl=TTL, forget_after=self.forget_after, clock=self.clock
-            )
-            self.nodes[node] = g
-            self.subs[node] = set()
-            out.append(g)
-        return out
-
-    def __getitem__(self, name: str) -> Gossip:
-        return self.nodes[NodeId(name)]
-
-    def drop(self, rule: Rule, *, once: bool = False) -> None:
-        """Lose every message matching ``rule`` (only the first one if ``once``)."""
-        if not once:
-            self.rules.append(rule)
-            return
-
-        def first(src: NodeId, dst: NodeId, msg: Message) -> bool:
-            if rule(src, dst, msg):
-                self.rules.remove(first)
-                return True
-            return False
-
-        self.rules.append(first)
-
-    def partition(self, x: str, y: str) -> None:
-        self.drop(lambda s, d, m: {s, d} == {x, y})
-
-    # ------------------------------------------------------------ running
-    def run(self, src: str, actions: Iterable[Action]) -> list[Action]:
-        """Carry out ``src``'s actions (queueing its messages) and deliver everything."""
-        actions = list(actions)
-        self._execute(NodeId(src), actions)
-        self.deliver()
-        return actions
-
-    def _execute(self, src: NodeId, actions: list[Action]) -> None:
-        for action in actions:
-            self.actions[src].append((self.clock.now, action))
-            if src in self.paused:
-                continue  # a paused process says nothing
-            if isinstance(action, Broadcast):
-                for dst in self.nodes:
-                    if dst != src and (not self.pubsub or src in self.subs[dst]):
-                        self.queue.append((src, dst, action.data))
-            elif isinstance(action, Send):
-                if action.node in self.nodes and (not self.routed or action.node in self.subs[src]):
-                    self.queue.append((src, action.node, action.data))
-                else:
-                    self.refused.append((src, action.node, decode(action.data)))
-            elif isinstance(action, Connect):
-                self.subs[src].add(action.node)
-            else:
-                self.subs[src].discard(action.node)
-
-    def deliver(self) -> None:
-        for _ in range(100_000):
-            if not self.queue:
-                return
-            src, dst, data = self.queue.popleft()
-            msg = decode(data)
-            self.log.append((src, dst, msg))
-            if dst in self.paused or any(rule(src, dst, msg) for rule in list(self.rules)):
-                self.lost.append((src, dst, msg))
-                continue
-            self.delivered.append((src, dst, msg))
-            self._execute(dst, self.nodes[dst].receive(data))
-        raise AssertionError("the network never went quiet")
-
-    def join(self, new: str, seed: str) -> None:
-        """``new`` knows only ``seed``: it sends it a hello (through the seed's endpoint, never refused)."""
-        self.queue.append((NodeId(new), NodeId(seed), self[new].hello()))
-        self.deliver()
-
-    def tick(self) -> None:
-        for node, g in self.nodes.items():
-            if node not in self.paused:
-                self._execute(node, g.tick())
-        self.deliver()
-
-    def step(self, n: int = 1) -> None:
-        """Let ``n`` intervals pass, every running node ticking once per interval."""
-        for _ in range(n):
-            self.clock.advance(INTERVAL)
-            self.tick()
-
-    # ------------------------------------------------------------ looking
-    def sent(self, src: str | None = None, dst: str | None = None, kind: type | None = None) -> list[Message]:
-        """The messages sent so far (delivered or lost), oldest first."""
-        return [
-            m
-            for s, d, m in self.log
-            if (src is None or s == src) and (dst is None or d == dst) and (kind is None or isinstance(m, kind))
-        ]
-
-    def did(self, node: str, since: float = float("-inf")) -> list[Action]:
-        return [a for t, a in self.actions[NodeId(node)] if t >= since]
+def pulling(g: Gossip) -> list[NodeId]:
+    """Nodes ``g`` has an outstanding pull to."""
+    return [m.node for m in g.membership if m.pull_sent_at is not None]
 
 
-def last_beat(net: Net, src: str, dst: str | None = None) -> list[str]:
+def hearsay(g: Gossip) -> list[NodeId]:
+    """Members ``g`` knows only by hearsay."""
+    return [m.node for m in g.membership if m.state is Liveness.HEARSAY]
+
+
+def tombstones(g: Gossip) -> dict[NodeId, Liveness]:
+    """Nodes ``g`` holds a tombstone for (left or forgotten)."""
+    return {m.node: m.state for m in g.membership if m.state in (Liveness.LEFT, Liveness.FORGOTTEN)}
+
+
+def last_beat(net: FakeNet, src: str, dst: str | None = None) -> list[str]:
     """The members listed by the last beat ``src`` sent (to ``dst``)."""
     beat = net.sent(src=src, dst=dst, kind=Beat)[-1]
     assert isinstance(beat, Beat)
@@ -214,7 +100,7 @@ def conns(g: Gossip) -> list[str]:
     return [d.id for d in g.replica.connections()]
 
 
-def assert_converged(net: Net) -> None:
+def assert_converged(net: FakeNet) -> None:
     running = [n for n in net.nodes if n not in net.paused]
     everything = sorted(d.id for n in running for d in net.nodes[n].local.conns.values())
     for n in running:
@@ -225,7 +111,7 @@ def assert_converged(net: Net) -> None:
             assert g.replica.seq_of(m) == net.nodes[m].local.seq, f"{n}'s seq of {m}"
 
 
-def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> Net:
+def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> FakeNet:
     """A converged cluster: every node joined through the first, each with one connection."""
     net = Net(pubsub=pubsub, forget_after=forget_after)
     net.add(*names)
@@ -446,7 +332,7 @@ def test_start_order_does_not_matter(order: list[tuple[str, str]], step_between:
         assert [d.id for d in g.replica.room("r")] == sorted(f"{n.lower()}2" for n, _ in order)
         assert [n.node_id for n in g.replica.topology() if n.alive] == ["A", "B", "C", "D"]
     # and nothing is left hanging
-    assert all(not g._pulls and not g._unheard for g in net.nodes.values())
+    assert all(not pulling(g) and not hearsay(g) for g in net.nodes.values())
 
 
 # ---------------------------------------------------------------- deltas, gaps, pulls
@@ -508,7 +394,7 @@ def test_a_delta_that_arrives_during_a_pull_does_not_pull_again() -> None:
     net.run("A", a.put(desc("a4", "A")))  # gap again, but a pull is outstanding
     assert b.stats["gaps"] == 2
     assert len(net.sent(src="B", dst="A", kind=Pull)) == 2  # the join's one, the gap's one
-    assert A in b._pulls
+    assert pulling(b) == [A]
 
 
 def test_a_stuck_pull_is_retried_after_two_intervals() -> None:
@@ -527,7 +413,7 @@ def test_a_stuck_pull_is_retried_after_two_intervals() -> None:
     net.step()  # two intervals after the pull: retried on tick
     assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2
     assert "a2" in conns(b)
-    assert A not in b._pulls
+    assert A not in pulling(b)
     net.step(3)
     assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2  # answered: no more retries
 
@@ -613,7 +499,7 @@ def test_a_member_only_heard_of_is_given_up_after_forget_after() -> None:
     assert len(net.sent(src="C", dst="G", kind=Pull)) > 1  # retried meanwhile
     net.step()
     assert G not in c.peers and Disconnect(G) in net.did("C", since=net.clock.now)
-    assert G not in c._pulls and G not in c._unheard
+    assert G not in pulling(c) and G not in hearsay(c)
     assert c.stats["expired"] == 1
     pulls = len(net.sent(src="C", dst="G", kind=Pull))
     net.step(3)
@@ -704,7 +590,7 @@ def test_tombstones_are_bounded_by_forget_after() -> None:
     assert g.receive(encode(Beat("B", addr_of("B"), 0, []))) == []  # still within the window
     clock.advance(0.5)
     g.prune_tombstones()
-    assert g._tombstones == {}
+    assert tombstones(g) == {} and g.membership.get(B) is None
     assert Connect(B, addr_of("B")) in g.receive(encode(Beat("B", addr_of("B"), 0, [])))
 
 
@@ -717,7 +603,7 @@ def test_a_forgotten_node_that_beats_again_is_readmitted_and_repulled() -> None:
     net.run("B", b.put(desc("b2", "B", user="late")))  # said while paused: lost
     net.step(int(FORGET) + 1)
     assert not a.replica.known(B) and B not in a.peers and B not in c.peers
-    assert B in a._tombstones
+    assert tombstones(a) == {B: Liveness.FORGOTTEN}
 
     net.paused.discard(B)
     since = net.clock.now + INTERVAL
@@ -758,10 +644,10 @@ def test_a_direct_message_lifts_the_tombstone_of_a_forgotten_node() -> None:
     a = net["A"]
     net.paused.add(B)
     net.step(int(FORGET) + 1)
-    assert B in a._tombstones and not a._tombstones[B][1]
+    assert tombstones(a) == {B: Liveness.FORGOTTEN}
     net.paused.discard(B)
     a.receive(encode(Snapshot("B", 1, [desc("b1", "B")])))
-    assert B not in a._tombstones
+    assert B not in tombstones(a)
     assert a.replica.known(B) and "b1" in conns(a)
 
 
@@ -779,7 +665,7 @@ def test_a_delta_from_a_node_we_cannot_address_yet() -> None:
     assert actions == [Connect(X, addr_of("X")), Send(X, encode(Pull("A")))]
     assert g.alive(X)
     g.receive(encode(Snapshot("X", 2, [desc("x1", "X"), desc("x2", "X")])))
-    assert conns(g) == ["x1", "x2"] and not g._pulls
+    assert conns(g) == ["x1", "x2"] and not pulling(g)
 
 
 def test_gossip_presence_turns_writes_into_deltas_and_reads_locally() -> None:
@@ -834,11 +720,11 @@ def test_message_counts_stay_small_in_a_quiet_cluster() -> None:
     net.step(10)
     kinds = Counter(type(m).__name__ for _, _, m in net.delivered[n:])
     assert kinds == {"Beat": 10 * 3 * 2}  # beats only: no pulls, no deltas
-    assert all(not g._pulls for g in net.nodes.values())
+    assert all(not pulling(g) for g in net.nodes.values())
 
 
 # ---------------------------------------------------------------- resumed, restarted, readdressed
-def _routed_cluster(*names: str) -> Net:
+def _routed_cluster(*names: str) -> FakeNet:
     net = Net(routed=True)
     net.add(*names)
     for name in names:

@@ -18,6 +18,7 @@ from superline_zmq.presence import (
     PresenceReplica,
     Snapshot,
 )
+from superline_zmq.testing import FakeClock
 
 A = NodeId("A")
 B = NodeId("B")
@@ -25,17 +26,8 @@ C = NodeId("C")
 TTL = 5.0
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
+def Clock(now: float = 100.0) -> FakeClock:
+    return FakeClock(now)
 
 
 def desc(
@@ -56,7 +48,7 @@ def ids(descs: list[ConnDescriptor]) -> list[str]:
     return [d.id for d in descs]
 
 
-def make(node: NodeId = A, *, forget_after: float | None = None) -> tuple[PresenceReplica, Clock]:
+def make(node: NodeId = A, *, forget_after: float | None = None) -> tuple[PresenceReplica, FakeClock]:
     clock = Clock()
     return PresenceReplica(node, ttl=TTL, forget_after=forget_after, clock=clock), clock
 

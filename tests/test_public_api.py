@@ -68,6 +68,9 @@ PURE_MODULES = [
     "superline_zmq.validation",
     "superline_zmq.ids",
     "superline_zmq.logs",
+    "superline_zmq.gossip",
+    "superline_zmq.membership",
+    "superline_zmq.presence",
 ]
 
 

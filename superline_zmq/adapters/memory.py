@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Mapping
 
 from superline_zmq import gossip as g
@@ -92,7 +93,7 @@ class MemoryAdapter:
         self._on_channel = on_channel
         self._on_direct = on_direct
         bus = self.bus
-        self._gossip = g.Gossip(node, interval=bus.heartbeat_interval, ttl=bus.ttl)
+        self._gossip = g.Gossip(node, interval=bus.heartbeat_interval, ttl=bus.ttl, clock=time.monotonic)
         self.presence = g.GossipPresence(self._gossip, self._execute)
         bus.nodes[node] = self
         hello = self._gossip.hello()

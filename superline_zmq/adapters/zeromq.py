@@ -97,6 +97,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
@@ -348,7 +349,9 @@ class ZeroMQAdapter:
         self._node_b = node.encode()
         self._on_channel = on_channel
         self._on_direct = on_direct
-        self._gossip = g.Gossip(node, self.endpoints, interval=self.heartbeat_interval, ttl=self.ttl)
+        self._gossip = g.Gossip(
+            node, self.endpoints, interval=self.heartbeat_interval, ttl=self.ttl, clock=time.monotonic
+        )
         self.presence = g.GossipPresence(self._gossip, self._execute)
         loop = asyncio.get_running_loop()
         self._tasks = [
