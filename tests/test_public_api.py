@@ -59,6 +59,8 @@ EXPECTED_ALL = {
     "request",
     "server_request",
     "topic",
+    # cluster
+    "ClusterTiming",
 }
 
 PURE_MODULES = [
