@@ -11,29 +11,48 @@ rule below is unit tested with a fake clock over a fake network
 
 Who is alive is decided in one place, :class:`~superline_zmq.membership.Membership`
 (an enum of states with a transition table); the presence replica, routing
-(:meth:`Gossip.alive`) and the member list in beats all read it.
+(:meth:`Gossip.alive`) and the membership digest in heartbeats all read it.
 
 The rules:
 
+- **Beats are constant-size.** Every node broadcasts a :class:`Heartbeat` every
+  ``interval``: its id, its slice's sequence and a 64-bit *digest* of its view (itself and
+  the live members it knows, with their addresses; :func:`digest_of`) — about 35 bytes
+  whatever the cluster's size, where a beat used to list every member (~80 bytes each).
+- **Views are reconciled on a digest mismatch.** A node whose view (as of its last beat)
+  differs from the digest in a member's heartbeat introduces itself to that member
+  (:class:`Hello`), which answers :class:`Welcome` with its own address and the members
+  it knows. So membership lists travel only when views differ, and a node the sender had
+  forgotten (it was paused or cut off) is taken back by the same exchange. A node syncs
+  at most once per beat, so a change that reaches members at different moments costs
+  each node one welcome per beat while views differ, not one per member.
 - **Joining.** A new node sends :class:`Hello` to one seed; the seed answers
-  :class:`Welcome` with the members it knows, and every node then learns of the newcomer
-  from the seed's next :class:`Beat`, which lists the live members. One reachable member
-  is enough; nobody holds a static peer list.
-- **Liveness.** Every node broadcasts a :class:`Beat` every ``interval``. A node not heard
-  from within ``ttl`` is dead (out of routing and every query at once); after
-  ``forget_after`` it is forgotten and disconnected. A graceful :class:`Leave` removes it
-  at once. A dead node that beats again (a paused process resumed) is taken back; one
-  that left is not (see :mod:`superline_zmq.membership` for every state and move).
+  :class:`Welcome` with the members it knows. The seed's view changed, so at its next
+  beat every member finds the digests differ, syncs, and learns of the newcomer: one
+  reachable member is enough and nobody holds a static peer list; views agree within two
+  beats.
+- **Liveness.** A node not heard from within ``ttl`` is dead (out of routing and every
+  query at once): every node hears every member's heartbeat directly, so detection takes
+  ttl plus at most one beat. After ``forget_after`` it is forgotten and disconnected. A
+  graceful :class:`Leave` removes it at once. A dead node that beats again (a paused
+  process resumed) is taken back; one that left is not (see
+  :mod:`superline_zmq.membership` for every state and move).
 - **Presence.** Each node writes only its own slice; every change goes out as a
   :class:`~superline_zmq.presence.Delta` numbered by that node. A receiver applies deltas
-  in order and ignores stale ones. A gap, or a beat carrying a higher sequence than it
-  holds, makes it :class:`Pull` the slice (a :class:`~superline_zmq.presence.Snapshot`)
+  in order and ignores stale ones. A gap, or a heartbeat carrying a higher sequence than
+  it holds, makes it :class:`Pull` the slice (a :class:`~superline_zmq.presence.Snapshot`)
   directly from its owner, so a missed delta is repaired within one beat. A new member
   pulls every slice as it learns of each node.
+
+Evolving the wire (as with msgspec structs everywhere here): a new field is appended
+with a default, and a tag is never reused for another shape. The ``"beat"`` tag (the
+old beat that listed every member) is retired: a node that still sends it is counted in
+``bad_gossip`` by this version, so upgrade every node of a cluster together.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from random import Random
@@ -47,13 +66,13 @@ from superline_zmq.presence import ConnDescriptor, Delta, LocalSlice, NodeInfo, 
 __all__ = [
     "Action",
     "Addr",
-    "Beat",
     "Broadcast",
     "Connect",
     "Disconnect",
     "Gossip",
     "GossipError",
     "GossipPresence",
+    "Heartbeat",
     "Hello",
     "Leave",
     "Message",
@@ -62,6 +81,7 @@ __all__ = [
     "Send",
     "Welcome",
     "decode",
+    "digest_of",
     "encode",
 ]
 
@@ -87,13 +107,12 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome", array_like=True):
     members: list[Peer]
 
 
-class Beat(msgspec.Struct, frozen=True, tag="beat", array_like=True):
-    """Periodic liveness: the sender's address, its slice's sequence, the live members it knows."""
+class Heartbeat(msgspec.Struct, frozen=True, tag="hb", array_like=True):
+    """Periodic liveness, constant-size: the sender, its slice's sequence, the digest of its view."""
 
     node: str
-    addr: Addr
     seq: int
-    members: list[Peer]
+    digest: int
 
 
 class Pull(msgspec.Struct, frozen=True, tag="pull", array_like=True):
@@ -108,7 +127,7 @@ class Leave(msgspec.Struct, frozen=True, tag="leave", array_like=True):
     node: str
 
 
-Message = Hello | Welcome | Beat | Pull | Leave | Delta | Snapshot
+Message = Hello | Welcome | Heartbeat | Pull | Leave | Delta | Snapshot
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -117,6 +136,12 @@ _decoder = msgspec.msgpack.Decoder(Message)
 def encode(msg: Message) -> bytes:
     """One gossip message as MessagePack bytes."""
     return _encoder.encode(msg)
+
+
+def digest_of(view: list[Peer]) -> int:
+    """A 64-bit digest of a view (nodes and their addresses), independent of order."""
+    canonical = sorted((p.node, sorted(p.addr.items())) for p in view)
+    return int.from_bytes(hashlib.blake2b(msgspec.msgpack.encode(canonical), digest_size=8).digest(), "big")
 
 
 def decode(data: bytes) -> Message:
@@ -202,7 +227,20 @@ class Gossip:
         self.membership = Membership(node, ttl=ttl, forget_after=self.replica.forget_after)
         self.local = LocalSlice(node)
         self._last_tick: float | None = None
-        self.stats = {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
+        self._last_sync: float | None = None  # when we last asked a member for its view
+        #: This node's view as of its last heartbeat (itself included), and its digest.
+        self.view: list[Peer] = [Peer(node, self.addr)]
+        self.digest = digest_of(self.view)
+        self.stats = {
+            "pulls": 0,
+            "gaps": 0,
+            "stale": 0,
+            "snapshots_served": 0,
+            "left": 0,
+            "expired": 0,
+            "stalls": 0,
+            "syncs": 0,
+        }
 
     @property
     def peers(self) -> dict[NodeId, Addr]:
@@ -222,7 +260,7 @@ class Gossip:
         return encode(Hello(self.node, self.addr, self.local.seq))
 
     def tick(self) -> list[Action]:
-        """Beat, forget long-dead members, retry stuck pulls; call it at :meth:`next_deadline`."""
+        """Forget long-dead members, retry stuck pulls, and beat; call it at :meth:`next_deadline`."""
         actions: list[Action] = []
         now = self._clock()
         members = self.membership
@@ -239,7 +277,9 @@ class Gossip:
         members.prune(now)
         for node in members.pulls_due(now, 2 * self.interval):
             actions.append(self._pull(node))
-        actions.append(Broadcast(encode(Beat(self.node, self.addr, self.local.seq, self._members()))))
+        self.view = [Peer(self.node, self.addr), *self._members()]
+        self.digest = digest_of(self.view)
+        actions.append(Broadcast(encode(Heartbeat(self.node, self.local.seq, self.digest))))
         return actions
 
     def put(self, desc: ConnDescriptor) -> list[Action]:
@@ -269,8 +309,8 @@ class Gossip:
         match msg:
             case Delta():
                 return self._on_delta(msg)
-            case Beat():
-                return self._on_beat(msg)
+            case Heartbeat():
+                return self._on_heartbeat(msg)
             case Snapshot():
                 return self._on_snapshot(msg)
             case Pull():
@@ -296,24 +336,25 @@ class Gossip:
                 actions.append(self._pull(node))
         return actions
 
-    def _on_beat(self, b: Beat) -> list[Action]:
-        node = NodeId(b.node)
+    def _on_heartbeat(self, hb: Heartbeat) -> list[Action]:
+        node = NodeId(hb.node)
         if self.membership.is_left(node):
             return []
-        actions = self._heard(node, b.addr)
-        if b.seq > self.replica.seq_of(node) and not self.membership.pulling(node):
+        actions = self._heard(node, None)
+        m = self.membership.get(node)
+        if m is None or not m.is_member:
+            return actions  # heard, but we cannot address it: its hello or a member's welcome will say where
+        if hb.seq > self.replica.seq_of(node) and not self.membership.pulling(node):
             actions.append(self._pull(node))
-        listed = False
-        for p in b.members:
-            if p.node == self.node:
-                listed = True
-            else:
-                actions.extend(self._named(NodeId(p.node), p.addr))
-        # It does not count us as a live member although we hear it: it forgot us (we were
-        # paused past its TTL) or has not heard us yet. Introduce ourselves again, at most
-        # once every two beats, once it has had time to hear us normally.
-        if not listed and self.membership.rehello_due(node, self._clock(), 2 * self.interval):
-            actions.append(Send(node, self.hello()))
+        if hb.digest != self.digest:
+            # Our views differ: introduce ourselves, and its welcome brings its view. That
+            # also re-admits us if it forgot us (we were paused or cut off past its
+            # forget_after). One sync per beat at most, whoever differs.
+            now = self._clock()
+            if self._last_sync is None or now - self._last_sync >= self.interval:
+                self._last_sync = now
+                self.stats["syncs"] += 1
+                actions.append(Send(node, self.hello()))
         return actions
 
     def _on_snapshot(self, s: Snapshot) -> list[Action]:
@@ -346,7 +387,12 @@ class Gossip:
         return actions
 
     def _on_welcome(self, w: Welcome) -> list[Action]:
-        actions = self._heard(NodeId(w.node), w.addr)
+        node = NodeId(w.node)
+        actions = self._heard(node, w.addr)
+        if self.membership.pulling(node) and not any(isinstance(a, Send) for a in actions):
+            # it knows us now (a welcome says so): a pull it could not answer before, when
+            # it could not reach us, is worth asking again at once rather than in two beats
+            actions.append(self._pull(node))
         for p in w.members:
             actions.extend(self._named(NodeId(p.node), p.addr))
         return actions

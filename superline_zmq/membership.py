@@ -30,7 +30,8 @@ tombstone lapses, and the node is unknown again.
 - **LEFT**: it said :class:`~superline_zmq.gossip.Leave`. Dropped at once; only a
   hello (the node itself, back) re-admits it, never hearsay nor its own late messages.
 - **FORGOTTEN**: silent past ``forget_after``: dropped and disconnected. A first-hand
-  word re-admits it; hearsay does not (stale hearsay must not resurrect it).
+  word re-admits it, at the address it gives or else the one remembered; hearsay does
+  not (stale hearsay must not resurrect it).
 
 LEFT and FORGOTTEN are *tombstones*: kept ``forget_after`` so late messages and stale
 hearsay cannot undo them, then deleted (:meth:`Membership.prune`), so the table of the
@@ -107,10 +108,8 @@ class Member:
     addr: Addr | None
     #: When we last heard it first-hand (HEARSAY: when it was first named).
     heard_at: float
-    #: When it became a member (an address and a live state): paces re-introductions.
+    #: When it became a member (an address and a live state); HEARSAY: given up after forget_after.
     known_since: float
-    #: When we last introduced ourselves to it again (it did not list us).
-    rehello_at: float | None = None
     #: When our outstanding pull of its slice went out; None: none outstanding.
     pull_sent_at: float | None = None
     #: LEFT / FORGOTTEN: when the tombstone lapses and the record is deleted.
@@ -118,7 +117,7 @@ class Member:
 
     @property
     def is_member(self) -> bool:
-        """Talked to and addressable: connected, listed in beats when alive."""
+        """Talked to and addressable: connected, and in this node's view (its digest) when alive."""
         return self.addr is not None and self.state in TALKING
 
 
@@ -195,9 +194,13 @@ class Membership:
             if m.state is LEFT and not hello:
                 return Admission.IGNORED  # its late messages do not bring it back
             self._move(m, ALIVE)  # first-hand: whoever it is, it is here now; start afresh
-            m.addr, m.heard_at, m.known_since = _copy(addr), now, now
-            m.until = m.rehello_at = m.pull_sent_at = None
-            return Admission.NEW if addr is not None else Admission.KNOWN
+            if addr is not None:
+                m.addr = dict(addr)
+            # (one that speaks without saying where it is keeps the address we remember: a
+            # heartbeat is enough to take a resumed process back)
+            m.heard_at, m.known_since = now, now
+            m.until = m.pull_sent_at = None
+            return Admission.NEW if m.addr is not None else Admission.KNOWN
         m.heard_at = now
         if m.state is not ALIVE:
             self._move(m, ALIVE)
@@ -273,7 +276,7 @@ class Membership:
             del self._records[node]
         return gone
 
-    # ------------------------------------------------------------------ pulls and re-introductions
+    # ------------------------------------------------------------------ pulls
     def pull_sent(self, node: NodeId, now: float) -> None:
         """A pull of ``node``'s slice went out at ``now``."""
         m = self._records.get(node)
@@ -294,17 +297,6 @@ class Membership:
             if m.pull_sent_at is not None and m.is_member and now - m.pull_sent_at >= after
         ]
 
-    def rehello_due(self, node: NodeId, now: float, every: float) -> bool:
-        """Whether to introduce ourselves to member ``node`` again (it does not list us);
-        at most once per ``every``, and not before it had ``every`` to hear us normally."""
-        m = self._records.get(node)
-        if m is None or not m.is_member:
-            return False
-        if now - m.known_since < every or (m.rehello_at is not None and now - m.rehello_at < every):
-            return False
-        m.rehello_at = now
-        return True
-
     # ------------------------------------------------------------------ moves
     def _settle(self, m: Member, now: float) -> None:
         if m.state is ALIVE and now - m.heard_at > self.ttl:
@@ -312,7 +304,7 @@ class Membership:
 
     def _tombstone(self, m: Member, now: float) -> None:
         m.until = now + self.forget_after
-        m.pull_sent_at = m.rehello_at = None
+        m.pull_sent_at = None
 
     @staticmethod
     def _move(m: Member, to: Liveness) -> None:

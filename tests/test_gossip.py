@@ -22,13 +22,13 @@ import pytest
 from superline_zmq.gossip import (
     Action,
     Addr,
-    Beat,
     Broadcast,
     Connect,
     Disconnect,
     Gossip,
     GossipError,
     GossipPresence,
+    Heartbeat,
     Hello,
     Leave,
     Message,
@@ -37,6 +37,7 @@ from superline_zmq.gossip import (
     Send,
     Welcome,
     decode,
+    digest_of,
     encode,
 )
 from superline_zmq.ids import NodeId
@@ -85,10 +86,13 @@ def tombstones(g: Gossip) -> dict[NodeId, Liveness]:
 
 
 def last_beat(net: FakeNet, src: str, dst: str | None = None) -> list[str]:
-    """The members listed by the last beat ``src`` sent (to ``dst``)."""
-    beat = net.sent(src=src, dst=dst, kind=Beat)[-1]
-    assert isinstance(beat, Beat)
-    return [p.node for p in beat.members]
+    """The live members ``src`` advertised in the last heartbeat it sent (to ``dst``): the
+    view whose digest that heartbeat carried (a member syncing with it gets this list)."""
+    beat = net.sent(src=src, dst=dst, kind=Heartbeat)[-1]
+    assert isinstance(beat, Heartbeat)
+    g = net[src]
+    assert beat.digest == g.digest == digest_of(g.view)
+    return [p.node for p in g.view if p.node != src]
 
 
 def members(g: Gossip) -> list[str]:
@@ -151,7 +155,7 @@ def test_constructor_defaults() -> None:
     [
         Hello("A", addr_of("A")),
         Welcome("A", addr_of("A"), [Peer("B", addr_of("B")), Peer("C", {})]),
-        Beat("A", addr_of("A"), 7, [Peer("B", addr_of("B"))]),
+        Heartbeat("A", 7, 2**64 - 1),
         Pull("A"),
         Leave("A"),
         Delta("A", 3, put=desc("a1", "A", user="u", rooms=("r",))),
@@ -171,11 +175,12 @@ def test_every_message_round_trips(msg: Message) -> None:
         b"\xc1",  # never used in msgpack
         b"not msgpack at all",
         msgspec.msgpack.encode(["nope", "A"]),  # unknown tag
-        msgspec.msgpack.encode(["beat", "A"]),  # fields missing
-        msgspec.msgpack.encode(["beat", "A", {}, "seven", []]),  # wrong type
+        msgspec.msgpack.encode(["beat", "A", {}, 1, []]),  # the retired full-list beat
+        msgspec.msgpack.encode(["hb", "A"]),  # fields missing
+        msgspec.msgpack.encode(["hb", "A", "seven", 1]),  # wrong type
         msgspec.msgpack.encode({"node": "A"}),  # not the array form
         msgspec.msgpack.encode(42),
-        encode(Beat("A", addr_of("A"), 1, []))[:-3],  # truncated
+        encode(Heartbeat("A", 1, 2**63))[:-3],  # truncated
     ],
 )
 def test_malformed_bytes_raise_gossip_error(data: bytes) -> None:
@@ -208,7 +213,8 @@ def test_hello_leave_and_beat_messages() -> None:
     g.put(desc("a1", "A"))
     [beat] = g.tick()
     assert isinstance(beat, Broadcast)
-    assert decode(beat.data) == Beat("A", addr_of("A"), 1, [])
+    assert decode(beat.data) == Heartbeat("A", 1, digest_of([Peer("A", addr_of("A"))]))
+    assert len(beat.data) < 40  # constant-size, whatever the cluster's size
 
 
 def test_pull_is_answered_with_the_whole_slice() -> None:
@@ -232,12 +238,21 @@ def test_own_echoed_messages_are_ignored() -> None:
         assert g.receive(data) == []
     assert conns(g) == ["a1"] and g.replica.seq_of(A) == 1
     assert g.peers == {} and g.alive(A)
-    assert g.stats == {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
+    assert g.stats == {
+        "pulls": 0,
+        "gaps": 0,
+        "stale": 0,
+        "snapshots_served": 0,
+        "left": 0,
+        "expired": 0,
+        "stalls": 0,
+        "syncs": 0,
+    }
 
 
 def test_hearsay_about_ourselves_is_ignored() -> None:
     g = Gossip(A, addr_of("A"), clock=Clock())
-    actions = g.receive(encode(Beat("B", addr_of("B"), 0, [Peer("A", {"pub": "elsewhere"})])))
+    actions = g.receive(encode(Welcome("B", addr_of("B"), [Peer("A", {"pub": "elsewhere"})])))
     assert A not in g.peers
     assert Connect(A, {"pub": "elsewhere"}) not in actions
     assert [a for a in actions if isinstance(a, Connect)] == [Connect(B, addr_of("B"))]
@@ -550,9 +565,10 @@ def test_a_leave_from_an_unknown_node_still_blocks_its_late_messages() -> None:
     g = Gossip(A, addr_of("A"), clock=Clock())
     assert g.receive(encode(Leave("B"))) == []  # nothing to disconnect
     assert g.stats["left"] == 1
-    assert g.receive(encode(Beat("B", addr_of("B"), 3, []))) == []
+    assert g.receive(encode(Heartbeat("B", 3, 0))) == []
+    assert g.receive(encode(Welcome("B", addr_of("B"), []))) == []
     assert g.receive(encode(Delta("B", 1, put=desc("b1", "B")))) == []
-    assert g.receive(encode(Beat("C", addr_of("C"), 0, [Peer("B", addr_of("B"))]))) == [
+    assert g.receive(encode(Welcome("C", addr_of("C"), [Peer("B", addr_of("B"))]))) == [
         Connect(C, addr_of("C")),
         Send(C, encode(Pull("A"))),
     ]
@@ -587,11 +603,11 @@ def test_tombstones_are_bounded_by_forget_after() -> None:
     g.receive(encode(Leave("B")))
     clock.advance(FORGET)
     g.prune_tombstones()
-    assert g.receive(encode(Beat("B", addr_of("B"), 0, []))) == []  # still within the window
+    assert g.receive(encode(Welcome("B", addr_of("B"), []))) == []  # still within the window
     clock.advance(0.5)
     g.prune_tombstones()
     assert tombstones(g) == {} and g.membership.get(B) is None
-    assert Connect(B, addr_of("B")) in g.receive(encode(Beat("B", addr_of("B"), 0, [])))
+    assert Connect(B, addr_of("B")) in g.receive(encode(Welcome("B", addr_of("B"), [])))
 
 
 # ---------------------------------------------------------------- forgotten, then back
@@ -655,13 +671,16 @@ def test_a_delta_from_a_node_we_cannot_address_yet() -> None:
     clock = Clock()
     g = Gossip(A, addr_of("A"), clock=clock)
     X = NodeId("X")
-    # the first word from X is a delta with a gap: pull, but X is no member until it beats
+    # the first word from X is a delta with a gap: pull, but X is no member until it says
+    # where it is (its hello, its welcome) or a member names it
     assert g.receive(encode(Delta("X", 2, put=desc("x2", "X")))) == [Send(X, encode(Pull("A")))]
     assert X not in g.peers and not g.alive(X)
     assert g.stats["gaps"] == 1
     clock.advance(2 * INTERVAL)
     assert [type(x) for x in g.tick()] == [Broadcast]  # no retry: we cannot reach X yet
-    actions = g.receive(encode(Beat("X", addr_of("X"), 2, [])))
+    assert g.receive(encode(Heartbeat("X", 2, 0))) == []  # alive, still no address: nothing to do
+    assert X not in g.peers and not g.alive(X)
+    actions = g.receive(encode(Welcome("X", addr_of("X"), [])))
     assert actions == [Connect(X, addr_of("X")), Send(X, encode(Pull("A")))]
     assert g.alive(X)
     g.receive(encode(Snapshot("X", 2, [desc("x1", "X"), desc("x2", "X")])))
@@ -719,7 +738,7 @@ def test_message_counts_stay_small_in_a_quiet_cluster() -> None:
     n = len(net.delivered)
     net.step(10)
     kinds = Counter(type(m).__name__ for _, _, m in net.delivered[n:])
-    assert kinds == {"Beat": 10 * 3 * 2}  # beats only: no pulls, no deltas
+    assert kinds == {"Heartbeat": 10 * 3 * 2}  # heartbeats only: no pulls, no deltas, no syncs
     assert all(not pulling(g) for g in net.nodes.values())
 
 
@@ -775,10 +794,10 @@ def test_a_restart_reusing_its_node_id_replaces_the_old_slice() -> None:
 def test_hearsay_never_overrides_an_address_heard_first_hand() -> None:
     net = cluster("A", "B", "C")
     a = net["A"]
-    stale = Beat("C", addr_of("C"), net["C"].local.seq, [Peer("B", {"pub": "tcp://old:1", "router": "tcp://old:2"})])
+    stale = Welcome("C", addr_of("C"), [Peer("B", {"pub": "tcp://old:1", "router": "tcp://old:2"})])
     actions = a.receive(encode(stale))
     assert not any(isinstance(x, Connect | Disconnect) and x.node == B for x in actions)
     assert a.peers[B] == addr_of("B")
     moved = {"pub": "tcp://B:6000", "router": "tcp://B:6001"}
-    actions = a.receive(encode(Beat("B", moved, net["B"].local.seq, [])))
+    actions = a.receive(encode(Welcome("B", moved, [])))
     assert Disconnect(B) in actions and Connect(B, moved) in actions  # first-hand: B moved

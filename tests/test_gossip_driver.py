@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from superline_zmq.gossip import Addr, Beat, Leave, decode, encode
+from superline_zmq.gossip import Addr, Heartbeat, Leave, decode, encode
 from superline_zmq.gossip_driver import GossipDriver, Link
 from superline_zmq.ids import NodeId
 from superline_zmq.membership import Liveness
@@ -161,7 +161,7 @@ async def test_a_malformed_message_is_counted_logged_and_does_not_stop_the_drive
 ) -> None:
     a, b, _ = await three(cluster)
     caplog.set_level(logging.WARNING, logger="superline_zmq.gossip")
-    for data in (b"\xc1 not msgpack", encode(Beat("B", {}, 1, []))[:-2], b""):
+    for data in (b"\xc1 not msgpack", encode(Heartbeat("B", 1, 2**63))[:-2], b""):
         assert a.receive(data) is False
     assert a.statistics()["bad_gossip"] == 3
     assert sum("dropped a gossip message" in r.getMessage() for r in caplog.records) == 3

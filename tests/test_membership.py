@@ -95,13 +95,25 @@ def test_expire_forgets_the_long_dead_and_unconfirmed_hearsay() -> None:
     assert ms.get(B) is None and len(ms) == 0
 
 
-def test_a_forgotten_node_heard_first_hand_starts_afresh() -> None:
+def test_a_forgotten_node_heard_first_hand_starts_afresh_at_the_address_remembered() -> None:
     ms = make()
     ms.heard(B, 0.0, ADDR)
     ms.pull_sent(B, 0.0)
     ms.expire(20.0)
-    assert not ms.pulling(B)
-    assert ms.heard(B, 21.0) is Admission.KNOWN  # no address yet: alive, not a member
+    assert not ms.pulling(B) and ms.members(20.0) == []
+    assert ms.heard(B, 21.0) is Admission.NEW  # a heartbeat (no address): the one we knew
+    assert ms.alive(B, 21.0) and [m.addr for m in ms.members(21.0)] == [ADDR]
+    assert ms.get(B).known_since == 21.0  # type: ignore[union-attr]
+    ms.expire(40.0)
+    assert ms.heard(B, 41.0, {"pub": "moved"}) is Admission.NEW  # or the one it gives
+    assert [m.addr for m in ms.members(41.0)] == [{"pub": "moved"}]
+
+
+def test_a_node_never_addressed_and_forgotten_stays_unaddressed() -> None:
+    ms = make()
+    ms.heard(B, 0.0)  # a delta before any address
+    ms.expire(20.0)
+    assert ms.heard(B, 21.0) is Admission.KNOWN
     assert ms.alive(B, 21.0) and ms.members(21.0) == []
 
 
@@ -135,16 +147,13 @@ def test_a_stall_refreshes_members_heard_first_hand_only() -> None:
     assert ms.get(C).known_since == 0.0  # type: ignore[union-attr]
 
 
-def test_pulls_and_rehellos_are_paced() -> None:
+def test_stuck_pulls_come_due() -> None:
     ms = make()
     ms.heard(B, 0.0, ADDR)
     ms.pull_sent(B, 0.0)
     assert ms.pulling(B) and ms.pulls_due(1.9, 2.0) == [] and ms.pulls_due(2.0, 2.0) == [B]
     ms.pull_done(B)
     assert ms.pulls_due(10.0, 2.0) == []
-    assert not ms.rehello_due(B, 1.0, 2.0)  # it has not had time to hear us yet
-    assert ms.rehello_due(B, 2.0, 2.0)
-    assert not ms.rehello_due(B, 3.0, 2.0) and ms.rehello_due(B, 4.0, 2.0)
 
 
 def test_ourselves_are_never_recorded() -> None:

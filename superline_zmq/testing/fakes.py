@@ -16,8 +16,8 @@ without waiting:
   with PUB/SUB; ``pubsub=False``: everyone); a send reaches its node (``routed=True``: only
   a node the sender connected to, as with ZeroMQ DEALERs). Rules drop chosen messages
   (:meth:`FakeNet.drop`, :meth:`FakeNet.partition`, :meth:`FakeNet.split`), a paused node
-  neither sends nor receives, and every message is counted per sender (bytes and number)
-  and, with ``record=True``, logged decoded.
+  neither sends nor receives, and every message is counted per sender (bytes on the
+  wire and handed over, and number) and, with ``record=True``, logged decoded.
 """
 
 from __future__ import annotations
@@ -162,9 +162,11 @@ class FakeNet:
         self.refused: list[tuple[NodeId, NodeId, Message]] = []  # sends with no route
         self.garbage: list[tuple[NodeId, NodeId, bytes]] = []  # undecodable messages (delivered anyway)
         self.actions: dict[NodeId, list[tuple[float, Action]]] = defaultdict(list)
-        #: Bytes and messages sent by each node (every copy of a broadcast counts).
+        #: Bytes and messages sent by each node (every copy of a broadcast counts: the wire).
         self.bytes_sent: Counter[NodeId] = Counter()
         self.messages_sent: Counter[NodeId] = Counter()
+        #: Bytes each node handed the network (a broadcast counts once: what a PUB socket is given).
+        self.bytes_emitted: Counter[NodeId] = Counter()
         self._scheduled = False
 
     @staticmethod
@@ -253,10 +255,12 @@ class FakeNet:
             if src in self.paused:
                 continue  # a paused process says nothing
             if isinstance(action, Broadcast):
+                self.bytes_emitted[src] += len(action.data)
                 for dst in self._everyone():
                     if dst != src and (not self.pubsub or src in self.subs[dst]):
                         self._queue(src, dst, action.data)
             elif isinstance(action, Send):
+                self.bytes_emitted[src] += len(action.data)
                 if self._reachable(action.node) and (not self.routed or action.node in self.subs[src]):
                     self._queue(src, action.node, action.data)
                 else:
