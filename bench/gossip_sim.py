@@ -16,7 +16,10 @@ forget after 10 s). Nothing sleeps and no socket is opened: a simulated minute o
 - **crash**: beats until every survivor sees a silent node dead (bounded by ttl + one
   beat), and the wire bytes per node meanwhile;
 - **heal**: beats until a quarter of the nodes, cut off for 7 s (past ttl, before
-  forget_after), and the rest agree again once the cut is healed.
+  forget_after), and the rest agree again once the cut is healed;
+- **long heal**: the same after a 22 s cut (both sides forgot each other and their
+  tombstones lapsed): only re-probing forgotten peers (capped at 30 s, jittered) can
+  bring them back, and the wire bytes per node per second the probes cost meanwhile.
 
 Convergence is checked once per beat, after the beat's traffic settled; a "round" is one
 beat. ``tests/test_gossip_sim.py`` asserts the bounds at 8 and 64 nodes.
@@ -44,6 +47,8 @@ from superline_zmq.testing import FakeClock, FakeNet
 INTERVAL, TTL, FORGET = 1.0, 5.0, 10.0
 #: No scenario may take longer than this many beats (every loop that sends is bounded).
 MAX_ROUNDS = 60
+#: Re-probing's cap (the Gossip default: 30 beats), which bounds the long heal.
+REPROBE_MAX = 30 * INTERVAL
 
 
 @dataclass
@@ -54,6 +59,8 @@ class Result:
     crash_rounds: int
     crash_seconds: float
     heal_rounds: int
+    long_heal_rounds: int
+    cut_probe_bytes_per_node_s: float
     join_wire_bytes_per_node: float
     crash_wire_bytes_per_node: float
     emitted_bytes_per_node_s: float
@@ -150,6 +157,16 @@ def simulate(n: int, *, steady_beats: int = 10) -> Result:
     net.heal(cut)
     heal = rounds_until(net, lambda: converged(net))
 
+    # a partition past forget_after and the tombstones' lapse: re-probing heals it
+    cut = net.split(island)
+    net.step(int(2 * FORGET / INTERVAL) + 2)
+    assert not converged(net)
+    wire0 = sum(net.bytes_sent.values())
+    net.step(10)
+    cut_bytes = (sum(net.bytes_sent.values()) - wire0) / n / (10 * INTERVAL)
+    net.heal(cut)
+    long_heal = rounds_until(net, lambda: converged(net))
+
     return Result(
         nodes=n,
         bootstrap_rounds=bootstrap,
@@ -157,6 +174,8 @@ def simulate(n: int, *, steady_beats: int = 10) -> Result:
         crash_rounds=crash,
         crash_seconds=crash_seconds,
         heal_rounds=heal,
+        long_heal_rounds=long_heal,
+        cut_probe_bytes_per_node_s=round(cut_bytes, 1),
         join_wire_bytes_per_node=round(join_wire),
         crash_wire_bytes_per_node=round(crash_wire),
         emitted_bytes_per_node_s=round(emitted, 1),
@@ -175,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json:
         print(f"beat {INTERVAL} s, ttl {TTL} s, forget after {FORGET} s; rounds are beats")
         print(
-            f"{'nodes':>5} {'boot':>5} {'join':>5} {'crash':>6} {'heal':>5} {'join B':>8} {'crash B':>8}"
+            f"{'nodes':>5} {'boot':>5} {'join':>5} {'crash':>6} {'heal':>5} {'long':>5} {'join B':>8} {'crash B':>8}"
             f" {'emitted B/s':>12} {'wire B/s':>10} {'msgs/s':>7} {'cpu s':>6}"
         )
     for n in sizes:
@@ -185,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(
                 f"{r.nodes:>5} {r.bootstrap_rounds:>5} {r.join_rounds:>5} {r.crash_rounds:>6} {r.heal_rounds:>5}"
-                f" {r.join_wire_bytes_per_node:>8.0f} {r.crash_wire_bytes_per_node:>8.0f}"
+                f" {r.long_heal_rounds:>5} {r.join_wire_bytes_per_node:>8.0f} {r.crash_wire_bytes_per_node:>8.0f}"
                 f" {r.emitted_bytes_per_node_s:>12.1f} {r.wire_bytes_per_node_s:>10.1f}"
                 f" {r.steady_messages_per_node_s:>7.1f} {r.cpu_seconds:>6.2f}",
                 flush=True,

@@ -37,6 +37,11 @@ The rules:
   graceful :class:`Leave` removes it at once. A dead node that beats again (a paused
   process resumed) is taken back; one that left is not (see
   :mod:`superline_zmq.membership` for every state and move).
+- **Partitions heal themselves.** Seeds and forgotten peers are probed again (a
+  :class:`Probe`: a hello to whatever listens at that address) with capped, jittered
+  backoff, forever (:mod:`superline_zmq.probes`), so two sides that forgot each other
+  find each other again once the links return, and re-pull each other's slices; while
+  a node has no live member at all it probes every beat.
 - **Presence.** Each node writes only its own slice; every change goes out as a
   :class:`~superline_zmq.presence.Delta` numbered by that node. A receiver applies deltas
   in order and ignores stale ones. A gap, or a heartbeat carrying a higher sequence than
@@ -53,7 +58,7 @@ old beat that listed every member) is retired: a node that still sends it is cou
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import Random
 
@@ -62,6 +67,7 @@ import msgspec
 from superline_zmq.ids import NodeId
 from superline_zmq.membership import ALIVE, Addr, Admission, Liveness, Membership
 from superline_zmq.presence import ConnDescriptor, Delta, LocalSlice, NodeInfo, PresenceReplica, Snapshot
+from superline_zmq.probes import Prober
 
 __all__ = [
     "Action",
@@ -77,6 +83,7 @@ __all__ = [
     "Leave",
     "Message",
     "Peer",
+    "Probe",
     "Pull",
     "Send",
     "Welcome",
@@ -187,7 +194,17 @@ class Disconnect:
     node: NodeId
 
 
-Action = Broadcast | Send | Connect | Disconnect
+@dataclass(frozen=True)
+class Probe:
+    """Send ``data`` (a hello) to whatever listens at ``addr``, member or not (``node``: who
+    was last there, if anyone we knew; the answer may come from someone else)."""
+
+    node: NodeId | None
+    addr: Addr
+    data: bytes
+
+
+Action = Broadcast | Send | Connect | Disconnect | Probe
 
 
 class Gossip:
@@ -198,7 +215,9 @@ class Gossip:
     so the machine asks the clock it was given rather than taking ``now`` per call; a
     test passes a :class:`~superline_zmq.testing.FakeClock`. ``rng`` is its only source
     of randomness (default: seeded from the node id, so runs are reproducible and nodes
-    still differ).
+    still differ): it jitters the re-probing of ``seeds`` (addresses to join through and
+    to probe forever) and forgotten peers, every ``reprobe_initial`` (default
+    ``interval``) doubling up to ``reprobe_max`` (default 30 intervals).
     """
 
     def __init__(
@@ -211,6 +230,9 @@ class Gossip:
         ttl: float = 5.0,
         forget_after: float | None = None,
         rng: Random | None = None,
+        seeds: Iterable[Addr] = (),
+        reprobe_initial: float | None = None,
+        reprobe_max: float | None = None,
     ) -> None:
         if not 0 < interval < ttl:
             raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
@@ -226,6 +248,16 @@ class Gossip:
         #: Every node we have heard of, with its liveness (the single source of it).
         self.membership = Membership(node, ttl=ttl, forget_after=self.replica.forget_after)
         self.local = LocalSlice(node)
+        initial = interval if reprobe_initial is None else reprobe_initial
+        self.prober = Prober(
+            self.addr,
+            initial=initial,
+            cap=max(initial, 30 * interval) if reprobe_max is None else reprobe_max,
+            rng=self.rng,
+        )
+        now = clock()
+        for seed in seeds:
+            self.prober.add_seed(seed, now)
         self._last_tick: float | None = None
         self._last_sync: float | None = None  # when we last asked a member for its view
         #: This node's view as of its last heartbeat (itself included), and its digest.
@@ -240,6 +272,7 @@ class Gossip:
             "expired": 0,
             "stalls": 0,
             "syncs": 0,
+            "probes": 0,
         }
 
     @property
@@ -260,7 +293,8 @@ class Gossip:
         return encode(Hello(self.node, self.addr, self.local.seq))
 
     def tick(self) -> list[Action]:
-        """Forget long-dead members, retry stuck pulls, and beat; call it at :meth:`next_deadline`."""
+        """Forget long-dead members, retry stuck pulls, probe seeds and forgotten peers that are
+        due, and beat; call it at :meth:`next_deadline`."""
         actions: list[Action] = []
         now = self._clock()
         members = self.membership
@@ -274,9 +308,18 @@ class Gossip:
         for node, connected in members.expire(now):
             self.stats["expired"] += 1
             actions.extend(self._forget_slice(node, connected))
+            m = members.get(node)
+            self.prober.forgotten(node, m.addr if m is not None else None, now)
         members.prune(now)
         for node in members.pulls_due(now, 2 * self.interval):
             actions.append(self._pull(node))
+        live = [(m.node, m.addr) for m in members.members(now) if m.state is ALIVE and m.addr is not None]
+        probes = self.prober.due(now, live, alone=not live)
+        if probes:
+            hello = self.hello()
+            for t in probes:
+                self.stats["probes"] += 1
+                actions.append(Probe(t.node, dict(t.addr), hello))
         self.view = [Peer(self.node, self.addr), *self._members()]
         self.digest = digest_of(self.view)
         actions.append(Broadcast(encode(Heartbeat(self.node, self.local.seq, self.digest))))
@@ -389,9 +432,11 @@ class Gossip:
     def _on_welcome(self, w: Welcome) -> list[Action]:
         node = NodeId(w.node)
         actions = self._heard(node, w.addr)
-        if self.membership.pulling(node) and not any(isinstance(a, Send) for a in actions):
-            # it knows us now (a welcome says so): a pull it could not answer before, when
-            # it could not reach us, is worth asking again at once rather than in two beats
+        m = self.membership.get(node)
+        if m is not None and m.pull_sent_at is not None and m.known_since < self._clock() and not actions:
+            # a member we knew before welcomes us, so it knows us now: the pull it may have
+            # been unable to answer while it could not reach us is worth asking again at
+            # once rather than in two beats (one just admitted was pulled a moment ago)
             actions.append(self._pull(node))
         for p in w.members:
             actions.extend(self._named(NodeId(p.node), p.addr))

@@ -8,7 +8,8 @@ The driver does the rest, the same way for every adapter:
 - it owns the machine and its :class:`~superline_zmq.gossip.GossipPresence` (the
   adapter's ``presence``), and carries out the actions they return on the link;
 - it owns one background task, the tick loop, which sleeps on the injected clock exactly
-  until :meth:`Gossip.next_deadline` and ticks (beats, forgets, retries pulls);
+  until :meth:`Gossip.next_deadline` and ticks (beats, forgets, retries pulls, probes
+  seeds and forgotten peers);
 - malformed messages are counted (``bad_gossip``) and logged, rate-limited, and never
   raise; a link call that raises is logged and counted (``link_errors``) and never stops
   the driver;
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from random import Random
 from typing import Protocol
 
@@ -42,6 +43,7 @@ from superline_zmq.gossip import (
     Gossip,
     GossipError,
     GossipPresence,
+    Probe,
     Send,
 )
 from superline_zmq.ids import NodeId
@@ -78,15 +80,21 @@ class Link(Protocol):
         """Stop talking to ``node`` (it left or was forgotten)."""
         ...
 
+    def probe(self, node: NodeId | None, addr: Addr, data: bytes) -> None:
+        """Send ``data`` (a hello) to whatever listens at ``addr``, connected or not (a seed,
+        a forgotten peer); ``node`` is who was last there, if known. Lost if nobody is."""
+        ...
+
 
 class GossipDriver:
     """Runs one node's :class:`~superline_zmq.gossip.Gossip` on asyncio over a :class:`Link`.
 
     ``timing`` gives the beat, ``ttl`` and ``forget_after`` (default
-    :meth:`ClusterTiming.lan`). ``clock``/``sleep``: the time source and a sleep on it
-    (default the monotonic clock and ``asyncio.sleep``). ``on_tick`` is called after
-    every tick (the ZeroMQ adapter says hello to its seeds there while it has no live
-    member). Call :meth:`start` from a running loop, and :meth:`close` when done.
+    :meth:`ClusterTiming.lan`) and the re-probing backoff. ``seeds``: addresses to join
+    through, probed until a member answers there and then, more rarely, forever.
+    ``clock``/``sleep``: the time source and a sleep on it (default the monotonic clock and
+    ``asyncio.sleep``); ``rng``: the randomness of the probe jitter. Call :meth:`start`
+    from a running loop, and :meth:`close` when done.
     """
 
     def __init__(
@@ -99,8 +107,8 @@ class GossipDriver:
         clock: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: Random | None = None,
+        seeds: Iterable[Addr] = (),
         logger: logging.Logger = log,
-        on_tick: Callable[[], None] | None = None,
     ) -> None:
         timing = timing if timing is not None else ClusterTiming.lan()
         self.node = node
@@ -113,13 +121,15 @@ class GossipDriver:
             ttl=timing.ttl,
             forget_after=timing.forget_after,
             rng=rng,
+            seeds=seeds,
+            reprobe_initial=timing.reprobe_initial,
+            reprobe_max=timing.reprobe_max,
         )
         #: The adapter seam's presence over this node's gossip.
         self.presence = GossipPresence(self.gossip, self.execute)
         self._link = link
         self._clock = clock
         self._sleep = sleep
-        self._on_tick = on_tick
         self._rlog = RateLimitedLog(logger, clock=clock)
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
@@ -165,8 +175,6 @@ class GossipDriver:
                 continue  # woken early or on time: look at the deadline again
             try:
                 self.execute(gossip.tick())
-                if self._on_tick is not None:
-                    self._on_tick()
             except Exception as exc:  # a bug: say so, keep beating (peers would see a crash)
                 self._stats["tick_errors"] += 1
                 self._rlog.log(logging.ERROR, "tick", "gossip tick failed on node %s: %r", self.node, exc)
@@ -213,6 +221,8 @@ class GossipDriver:
                         link.connect(action.node, action.addr)
                     case Disconnect():
                         link.disconnect(action.node)
+                    case Probe():
+                        link.probe(action.node, action.addr, action.data)
             except Exception as exc:
                 self._stats["link_errors"] += 1
                 self._rlog.log(logging.ERROR, "link", "failed to carry out %r: %r", action, exc)

@@ -9,7 +9,8 @@ usual cases, as memberlist's LAN and local configurations do:
   0.2 s, dead after 1 s, forgotten after 2 s.
 
 Failure detection takes between ``ttl`` and ``ttl + heartbeat_interval`` after a member's
-last beat. Adapters, the CLI (``--timing local|lan``) and the testing kit take a
+last beat; a partition that outlasted ``forget_after`` heals within about ``reprobe_max``
+(plus a beat or two) of the links coming back. Adapters, the CLI (``--timing local|lan``) and the testing kit take a
 ``timing=``; the older ``heartbeat_interval=`` / ``ttl=`` keywords still work and override
 the preset (:meth:`ClusterTiming.override`).
 """
@@ -43,9 +44,21 @@ class ClusterTiming:
     subscribe_retry: float = 0.5
     #: ``close`` lets the leave and queued direct messages flush for this long.
     close_linger: float = 0.2
+    #: Seeds and forgotten peers are probed again (to heal a partition) first after this ...
+    reprobe_initial: float = 1.0
+    #: ... then ever more rarely (doubling, jittered), but at least this often, forever.
+    reprobe_max: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("heartbeat_interval", "ttl", "subscribe_timeout", "subscribe_retry", "close_linger"):
+        for name in (
+            "heartbeat_interval",
+            "ttl",
+            "subscribe_timeout",
+            "subscribe_retry",
+            "close_linger",
+            "reprobe_initial",
+            "reprobe_max",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number of seconds, got {value!r}")
@@ -59,16 +72,30 @@ class ClusterTiming:
             raise ValueError("subscribe_timeout and subscribe_retry must be positive")
         if self.close_linger < 0:
             raise ValueError(f"close_linger must be >= 0, got {self.close_linger}")
+        if not 0 < self.reprobe_initial <= self.reprobe_max:
+            raise ValueError(
+                f"need 0 < reprobe_initial <= reprobe_max, got {self.reprobe_initial} and {self.reprobe_max}"
+            )
 
     @classmethod
     def lan(cls) -> ClusterTiming:
-        """The production defaults: beat 1 s, dead after 5 s, forgotten after 10 s."""
+        """The production defaults: beat 1 s, dead after 5 s, forgotten after 10 s, re-probed
+        within 1 s to 30 s."""
         return cls()
 
     @classmethod
     def local(cls) -> ClusterTiming:
-        """Fast timings for loopback tests and local clusters: beat 0.2 s, dead after 1 s, forgotten after 2 s."""
-        return cls(heartbeat_interval=0.2, ttl=1.0, subscribe_timeout=1.0, subscribe_retry=0.25, close_linger=0.1)
+        """Fast timings for loopback tests and local clusters: beat 0.2 s, dead after 1 s,
+        forgotten after 2 s, re-probed within 0.2 s to 2 s."""
+        return cls(
+            heartbeat_interval=0.2,
+            ttl=1.0,
+            subscribe_timeout=1.0,
+            subscribe_retry=0.25,
+            close_linger=0.1,
+            reprobe_initial=0.2,
+            reprobe_max=2.0,
+        )
 
     @property
     def forget_time(self) -> float:

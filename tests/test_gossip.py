@@ -14,6 +14,7 @@ shared by all nodes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import msgspec
@@ -247,6 +248,7 @@ def test_own_echoed_messages_are_ignored() -> None:
         "expired": 0,
         "stalls": 0,
         "syncs": 0,
+        "probes": 0,
     }
 
 
@@ -801,3 +803,133 @@ def test_hearsay_never_overrides_an_address_heard_first_hand() -> None:
     moved = {"pub": "tcp://B:6000", "router": "tcp://B:6001"}
     actions = a.receive(encode(Welcome("B", moved, [])))
     assert Disconnect(B) in actions and Connect(B, moved) in actions  # first-hand: B moved
+
+
+# ---------------------------------------------------------------- partitions heal themselves
+#: Re-probing in these tests: first after 1 s, doubling (jittered) up to 4 s.
+REPROBE_MAX = 4.0
+
+
+def _probing_cluster(*names: str, seeds: dict[str, list[str]] | None = None) -> FakeNet:
+    """A converged ZeroMQ-like cluster (routed sends, PUB/SUB) whose nodes re-probe up to REPROBE_MAX."""
+
+    def make(node: NodeId) -> Gossip:
+        return Gossip(
+            node,
+            addr_of(node),
+            clock=clock,
+            interval=INTERVAL,
+            ttl=TTL,
+            seeds=[{"router": addr_of(s)["router"]} for s in (seeds or {}).get(node, [])],
+            reprobe_max=REPROBE_MAX,
+        )
+
+    clock = FakeClock()
+    net = FakeNet(clock, interval=INTERVAL, ttl=TTL, routed=True, make=make)
+    net.add(*names)
+    for name in names:
+        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"user-{name}")))
+    for name in names[1:]:
+        net.join(name, names[0])
+    net.step(3)
+    assert_converged(net)
+    return net
+
+
+def is_converged(net: FakeNet) -> bool:
+    try:
+        assert_converged(net)
+    except AssertionError:
+        return False
+    return True
+
+
+def _forgotten_by_all(net: FakeNet, cut_off: set[str]) -> bool:
+    """Every node has forgotten every node on the other side, tombstones lapsed included."""
+    for n, g in net.nodes.items():
+        for other in net.nodes:
+            if (n in cut_off) != (other in cut_off) and g.membership.get(other) is not None:
+                return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "cut_off",
+    [{"C"}, {"A"}, {"A", "B"}],
+    ids=["one-node", "the-seed-everyone-joined-through", "two-islands"],
+)
+def test_a_partition_longer_than_forget_after_heals_without_a_restart(cut_off: set[str]) -> None:
+    net = _probing_cluster("A", "B", "C", "D")
+    cut = net.split(cut_off)
+    # long enough for each side to forget the other and for the tombstones to lapse
+    net.step(int(2 * FORGET) + 2)
+    assert _forgotten_by_all(net, cut_off)
+    for n, g in net.nodes.items():
+        assert sorted(members(g)) == sorted(m for m in net.nodes if (m in cut_off) == (n in cut_off) and m != n)
+    probes = sum(g.stats["probes"] for g in net.nodes.values())
+    assert probes > 0
+    net.heal(cut)
+    # the next probe of each forgotten peer is at most REPROBE_MAX away; then a welcome
+    # re-admits both sides, which pull each other's slices
+    healed_after = None
+    for beats in range(1, int(REPROBE_MAX / INTERVAL) + 4):
+        net.step()
+        if is_converged(net):
+            healed_after = beats
+            break
+    assert healed_after is not None, "the cluster did not heal"
+    for g in net.nodes.values():
+        assert sorted(conns(g)) == ["a1", "b1", "c1", "d1"]
+        assert all(g.replica.is_online(f"user-{n}") for n in "ABCD")
+
+
+def test_probing_backs_off_to_the_cap_and_never_stops() -> None:
+    net = _probing_cluster("A", "B")
+    net.split({"B"})
+    net.step(int(FORGET) + 2)  # A forgets B
+    a = net["A"]
+    start = net.clock()
+    sent: list[float] = []
+    for _ in range(60):
+        before = a.stats["probes"]
+        net.step()
+        if a.stats["probes"] > before:
+            sent.append(net.clock() - start)
+    gaps = [t1 - t0 for t0, t1 in itertools.pairwise(sent)]
+    # A is alone (no live member): it probes its forgotten peer every beat
+    assert gaps and all(g == INTERVAL for g in gaps)
+    # with another live member, it backs off instead, to at most REPROBE_MAX, forever
+    net2 = _probing_cluster("A", "B", "C")
+    net2.split({"B"})
+    net2.step(int(FORGET) + 2)
+    a2 = net2["A"]
+    times = []
+    for _ in range(80):
+        before = a2.stats["probes"]
+        net2.step()
+        if a2.stats["probes"] > before:
+            times.append(net2.clock())
+    gaps2 = [t1 - t0 for t0, t1 in itertools.pairwise(times)]
+    assert len(times) >= 80 * INTERVAL / REPROBE_MAX - 1  # never stops
+    assert all(g <= REPROBE_MAX + INTERVAL for g in gaps2)  # capped (ticks round up to a beat)
+    assert max(gaps2) > INTERVAL  # and backed off
+
+
+def test_a_seed_that_is_a_live_member_is_not_probed() -> None:
+    net = _probing_cluster("A", "B", "C", seeds={"B": ["A"], "C": ["A"]})
+    before = {n: g.stats["probes"] for n, g in net.nodes.items()}
+    net.step(20)
+    assert {n: g.stats["probes"] for n, g in net.nodes.items()} == before
+
+
+def test_a_node_started_before_its_seed_joins_once_the_seed_is_up() -> None:
+    net = _probing_cluster("B", seeds={"B": ["A"]})  # A does not exist yet
+    b = net["B"]
+    net.step(3)
+    assert b.stats["probes"] >= 3  # alone: the seed is probed every beat
+    [a] = net.add("A")
+    net.run("A", a.put(desc("a1", "A")))
+    net.step()
+    assert members(a) == ["B"] and members(b) == ["A"]  # the next probe found it
+    net.step(2)  # A's first pull went out before B knew A (refused): retried two beats on
+    assert_converged(net)

@@ -37,10 +37,12 @@ class Cluster:
         self.net = FakeNet(self.clock, auto_deliver=True)
         self.drivers: dict[NodeId, GossipDriver] = {}
 
-    def add(self, name: str, *, link: Callable[[Link], Link] | None = None) -> GossipDriver:
+    def add(
+        self, name: str, *, link: Callable[[Link], Link] | None = None, seeds: tuple[str, ...] = ()
+    ) -> GossipDriver:
         node = NodeId(name)
         holder: list[GossipDriver] = []
-        fake = self.net.link(node, lambda data: holder[0].receive(data))
+        fake = self.net.link(node, lambda data: holder[0].receive(data), FakeNet.addr_of(name))
         driver = GossipDriver(
             node,
             link(fake) if link is not None else fake,
@@ -48,6 +50,7 @@ class Cluster:
             timing=TIMING,
             clock=self.clock,
             sleep=self.clock.sleep,
+            seeds=[{"router": FakeNet.addr_of(s)["router"]} for s in seeds],
         )
         holder.append(driver)
         self.drivers[node] = driver
@@ -282,6 +285,18 @@ async def test_wait_joined_returns_once_a_member_is_alive(cluster: Cluster) -> N
     await cluster.join("B", "A")
     assert await asyncio.wait_for(waiting, 5) is True
     assert b.joined and b.has_live_member() and a.alive(B)
+
+
+async def test_a_driver_started_before_its_seed_joins_once_the_seed_is_up(cluster: Cluster) -> None:
+    b = cluster.add("B", seeds=("A",))
+    await cluster.clock.run(3 * TIMING.heartbeat_interval)
+    assert not b.joined and b.statistics()["gossip_probes"] >= 3  # alone: the seed, every beat
+    a = cluster.add("A")
+    await cluster.clock.run(TIMING.heartbeat_interval)  # B's next tick probes A, which answers
+    assert b.joined and b.alive(A) and a.alive(B)
+    probes = b.statistics()["gossip_probes"]
+    await cluster.clock.run(10 * TIMING.heartbeat_interval)
+    assert b.statistics()["gossip_probes"] == probes  # the seed is a live member: not probed
 
 
 def test_statistics_merge_the_machines_counters() -> None:

@@ -42,6 +42,8 @@ def test_convergence_bounds(n: int) -> None:
     # a crash is seen everywhere within ttl + one beat of the last heartbeat
     assert r.crash_seconds <= sim.TTL + sim.INTERVAL, r
     assert r.heal_rounds <= 3, r  # a cut shorter than forget_after heals within three beats
+    # a cut both sides forgot heals by re-probing: within the backoff's cap and a few beats
+    assert r.long_heal_rounds <= sim.REPROBE_MAX / sim.INTERVAL + 3, r
     # steady state: constant-size heartbeats only, so a node hands its transport the
     # same few bytes a second whatever the cluster's size, and the wire carries one copy
     # per member

@@ -73,6 +73,7 @@ PURE_MODULES = [
     "superline_zmq.gossip",
     "superline_zmq.membership",
     "superline_zmq.presence",
+    "superline_zmq.probes",
     "superline_zmq.timing",
 ]
 

@@ -19,6 +19,7 @@ PURE = [
     "superline_zmq.gossip",
     "superline_zmq.membership",
     "superline_zmq.presence",
+    "superline_zmq.probes",
     "superline_zmq.timing",
 ]
 

@@ -15,6 +15,7 @@ def test_presets() -> None:
     lan = ClusterTiming.lan()
     assert (lan.heartbeat_interval, lan.ttl, lan.forget_time) == (1.0, 5.0, 10.0)
     assert (lan.subscribe_timeout, lan.subscribe_retry, lan.close_linger) == (2.0, 0.5, 0.2)
+    assert (lan.reprobe_initial, lan.reprobe_max) == (1.0, 30.0)
     local = ClusterTiming.local()
     assert (local.heartbeat_interval, local.ttl, local.forget_time) == (0.2, 1.0, 2.0)
     assert local.subscribe_timeout < lan.subscribe_timeout
@@ -30,6 +31,7 @@ def test_presets() -> None:
         ({"ttl": 5.0, "forget_after": 4.0}, r"forget_after \(4.0\) must be at least ttl \(5.0\)"),
         ({"subscribe_timeout": 0.0}, "subscribe_timeout"),
         ({"close_linger": -1.0}, "close_linger"),
+        ({"reprobe_initial": 5.0, "reprobe_max": 2.0}, "reprobe_initial <= reprobe_max"),
         ({"ttl": float("nan")}, "finite"),
         ({"ttl": "5"}, "finite"),
     ],

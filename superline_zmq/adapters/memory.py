@@ -109,6 +109,11 @@ class _BusLink:
     def disconnect(self, node: NodeId) -> None:
         pass
 
+    def probe(self, node: NodeId | None, addr: Addr, data: bytes) -> None:
+        # every node on the bus is reachable by id; one no longer on it (crashed) hears nothing
+        if node is not None:
+            self.send(node, data)
+
 
 class MemoryAdapter:
     """An :class:`~superline_zmq.adapter.Adapter` over a :class:`MemoryBus`."""

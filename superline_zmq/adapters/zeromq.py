@@ -5,9 +5,9 @@ Membership and presence are the same pure gossip machine, run by the same driver
 the in-process bus (:class:`~superline_zmq.gossip_driver.GossipDriver` over
 :class:`~superline_zmq.gossip.Gossip`: hello/welcome, beats, numbered presence deltas,
 pulls on a gap, leave on close). This module keeps only the I/O: the sockets below
-implement the driver's four-call link (broadcast on the XPUB, send on a member's DEALER,
-connect, disconnect), hand it every gossip message received, confirm subscriptions and
-say hello to seeds. Liveness is read through the driver (``is_alive``, ``members``,
+implement the driver's link (broadcast on the XPUB, send on a member's DEALER, connect,
+disconnect, and probe: a hello to a seed or a forgotten peer's ROUTER), hand it every
+gossip message received, and confirm subscriptions. Liveness is read through the driver (``is_alive``, ``members``,
 presence), exactly as on the bus.
 
 Timings come from one :class:`~superline_zmq.timing.ClusterTiming` (``timing=``, default
@@ -37,7 +37,8 @@ after ``ttl``) so a half-open TCP connection to a vanished host is torn down by 
   (``EHOSTUNREACH``) until the handshake is done, which would lose the welcome and the
   pulls that immediately follow a hello. A send that would block (the member's queue is
   at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus one
-  DEALER per seed (``SNDHWM`` 1), used only for hellos.
+  DEALER per seed (``SNDHWM`` 1), used only for hellos, and a short-lived DEALER per probe
+  of a forgotten peer (it sends one hello and closes, lingering one beat to deliver it).
 
 Wire format (frames):
 
@@ -73,8 +74,11 @@ subscription when the node connects to them.
 **Joining.** :meth:`ZeroMQAdapter.start` sends a hello to every seed (its own endpoint
 excepted) and waits up to ``ttl`` for a welcome; if none comes it carries on as a
 cluster of one and keeps saying hello every ``heartbeat_interval`` until a seed answers.
-It says hello again (after each beat) whenever it has no live member left, so a node
-whose peers all died rejoins through a seed restarted later. A node also says hello to every member it
+It says hello to its seeds every beat whenever it has no live member left, so a node
+whose peers all died rejoins through a seed restarted later; and, with capped, jittered
+backoff (``timing.reprobe_initial`` to ``timing.reprobe_max``), forever — to its seeds
+and to every peer it forgot — so a partition heals by itself once the links return (the
+gossip machine decides when: :mod:`superline_zmq.probes`). A node also says hello to every member it
 learns of by hearsay, so that member connects back at once rather than at the next
 beat. Once welcomed, ``start`` runs the same confirmation the other way round, so the
 node's first publications reach channels its members already hold: it sends each
@@ -274,7 +278,8 @@ class ZeroMQAdapter:
         self._dealer_sync: dict[NodeId, zmq.Socket[bytes]] = {}  # plain shadows of the member DEALERs
         self._peer_pub: dict[NodeId, str] = {}
         self._pub_refs: dict[str, set[NodeId]] = {}  # pub endpoint -> members reached there
-        self._seed_socks: list[zmq.asyncio.Socket] = []
+        self._seeds: list[str] = []
+        self._seed_socks: dict[str, zmq.asyncio.Socket] = {}  # router endpoint -> DEALER for hellos
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._close_done = asyncio.Event()
@@ -324,7 +329,8 @@ class ZeroMQAdapter:
                 sock = self._socket(zmq.DEALER)
                 sock.setsockopt(zmq.SNDHWM, 1)  # at most one hello waits for a seed that is not up
                 sock.connect(seed)
-                self._seed_socks.append(sock)
+                self._seeds.append(seed)
+                self._seed_socks[seed] = sock
         except BaseException:
             for sock in self._all:
                 sock.close(linger=0)
@@ -371,7 +377,12 @@ class ZeroMQAdapter:
         self._on_channel = on_channel
         self._on_direct = on_direct
         driver = self._driver = GossipDriver(
-            node, _ZmqLink(self), addr=self.endpoints, timing=self.timing, logger=log, on_tick=self._after_tick
+            node,
+            _ZmqLink(self),
+            addr=self.endpoints,
+            timing=self.timing,
+            seeds=[{"router": seed} for seed in self._seeds],
+            logger=log,
         )
         self.presence = driver.presence
         loop = asyncio.get_running_loop()
@@ -381,7 +392,7 @@ class ZeroMQAdapter:
             loop.create_task(self._recv_loop(self._pub, self._on_xpub_message, "xpub")),
         ]
         driver.start()  # the first tick says hello to the seeds (no live member yet)
-        if self._seed_socks:
+        if self._seeds:
             try:
                 await asyncio.wait_for(driver.wait_joined(), self.ttl)
             except TimeoutError:
@@ -677,14 +688,30 @@ class ZeroMQAdapter:
             self._stats["control_dropped_hwm"] += 1
             self._rlog.log(logging.WARNING, "control", "dropped a %s: %s", what, _why(err))
 
-    def _hello(self) -> None:
-        if self._driver is None or self._closed:
+    def _probe(self, addr: Addr, data: bytes) -> None:
+        """A hello to whatever listens at ``addr``'s ROUTER: a seed (its standing DEALER), or a
+        forgotten peer (a DEALER that sends once and closes, lingering a beat to deliver)."""
+        endpoint = addr.get("router")
+        if self._closed or not endpoint or endpoint == self._endpoints["router"]:
             return
-        hello = self._driver.hello()
-        for sock in self._seed_socks:
-            self._stats["hellos"] += 1
+        frames = [KIND_GOSSIP, self._node_b, b"", data]  # no target: whoever is there now answers
+        self._stats["hellos"] += 1
+        seed = self._seed_socks.get(endpoint)
+        if seed is not None:
             # Again: a hello is already waiting for this seed to come up; that one will do
-            self._try_send(sock, [KIND_GOSSIP, self._node_b, b"", hello])
+            self._try_send(seed, frames)
+            return
+        sock = self._ctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.SNDHWM, 1)
+            if self._ipv6:
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.connect(endpoint)
+            self._try_send(sock, frames)
+        except zmq.ZMQError as exc:
+            self._bad("addr", "cannot probe %r: %s", endpoint, exc)
+        finally:
+            sock.close(linger=max(1, int(self.timing.heartbeat_interval * 1000)))
 
     # ------------------------------------------------------------------ gossip (the driver's link)
     def _gossip_broadcast(self, data: bytes) -> None:
@@ -758,12 +785,6 @@ class ZeroMQAdapter:
             conf.event.set()  # subscribe() stops waiting for a member that is gone
         for _, conf in self._join_tokens.values():
             conf.event.set()
-
-    def _after_tick(self) -> None:
-        """After every beat: while no member is alive, say hello to the seeds again."""
-        driver = self._driver
-        if self._seed_socks and driver is not None and not driver.has_live_member():
-            self._hello()
 
     def _gossip_in(self, data: bytes) -> None:
         driver = self._driver
@@ -957,3 +978,6 @@ class _ZmqLink:
 
     def disconnect(self, node: NodeId) -> None:
         self._adapter._disconnect(node)
+
+    def probe(self, node: NodeId | None, addr: Addr, data: bytes) -> None:
+        self._adapter._probe(addr, data)

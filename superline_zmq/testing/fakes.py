@@ -14,7 +14,9 @@ without waiting:
   :class:`FakeLink` from :meth:`FakeNet.link`, delivered from the event loop with
   ``auto_deliver=True``). A broadcast reaches the nodes that connected to the sender (as
   with PUB/SUB; ``pubsub=False``: everyone); a send reaches its node (``routed=True``: only
-  a node the sender connected to, as with ZeroMQ DEALERs). Rules drop chosen messages
+  a node the sender connected to, as with ZeroMQ DEALERs); a probe reaches whichever
+  node's address matches, connected or not (a hello to a seed's endpoint). Rules drop
+  chosen messages
   (:meth:`FakeNet.drop`, :meth:`FakeNet.partition`, :meth:`FakeNet.split`), a paused node
   neither sends nor receives, and every message is counted per sender (bytes on the
   wire and handed over, and number) and, with ``record=True``, logged decoded.
@@ -37,6 +39,7 @@ from superline_zmq.gossip import (
     Gossip,
     GossipError,
     Message,
+    Probe,
     Send,
     decode,
 )
@@ -151,6 +154,8 @@ class FakeNet:
         self.nodes: dict[NodeId, Gossip] = {}
         #: Drivers' receive callbacks, by node (they carry out their actions through a FakeLink).
         self.endpoints: dict[NodeId, Callable[[bytes], object]] = {}
+        #: Drivers' addresses, for probes (a pure machine's is its ``addr``).
+        self.addrs: dict[NodeId, Addr] = {}
         self.subs: dict[NodeId, set[NodeId]] = defaultdict(set)  # subscriber -> nodes it connected to
         self.queue: deque[tuple[NodeId, NodeId, bytes]] = deque()
         self.paused: set[NodeId] = set()
@@ -196,9 +201,10 @@ class FakeNet:
             out.append(g)
         return out
 
-    def link(self, node: NodeId, receive: Callable[[bytes], object]) -> FakeLink:
-        """Attach a driver: ``receive(data)`` gets its messages; it sends through the returned link."""
+    def link(self, node: NodeId, receive: Callable[[bytes], object], addr: Addr | None = None) -> FakeLink:
+        """Attach a driver at ``addr``: ``receive(data)`` gets its messages; it sends through the returned link."""
         self.endpoints[node] = receive
+        self.addrs[node] = dict(addr or {})
         self.subs[node] = set()
         return FakeLink(self, node)
 
@@ -271,6 +277,11 @@ class FakeNet:
                 self.subs[src].add(action.node)
             elif isinstance(action, Disconnect):
                 self.subs[src].discard(action.node)
+            elif isinstance(action, Probe):
+                self.bytes_emitted[src] += len(action.data)
+                for dst in self._at(action.node, action.addr):
+                    if dst != src:
+                        self._queue(src, dst, action.data)
         self._schedule()
         return routed
 
@@ -343,6 +354,17 @@ class FakeNet:
     def _everyone(self) -> Iterable[NodeId]:
         return itertools.chain(self.nodes, self.endpoints)
 
+    def _at(self, node: NodeId | None, addr: Addr) -> list[NodeId]:
+        """Who a probe of ``addr`` reaches: the node listening there (or ``node``, if addressless)."""
+        if not addr:
+            return [node] if node is not None and self._reachable(node) else []
+        found = []
+        for n in self._everyone():
+            own = self.nodes[n].addr if n in self.nodes else self.addrs.get(n, {})
+            if all(own.get(k) == v for k, v in addr.items()):
+                found.append(n)
+        return found
+
     def _reachable(self, node: NodeId) -> bool:
         return node in self.nodes or node in self.endpoints
 
@@ -379,3 +401,6 @@ class FakeLink:
 
     def disconnect(self, node: NodeId) -> None:
         self.net.execute(self.node, [Disconnect(node)])
+
+    def probe(self, node: NodeId | None, addr: Addr, data: bytes) -> None:
+        self.net.execute(self.node, [Probe(node, addr, data)])
