@@ -156,10 +156,10 @@ class BenchServer(SocketServer):
             remove(s, conn_id)
             seen_down(desc)
 
-        def hooked_forget(node: Any) -> bool:
+        def hooked_forget(node: Any) -> Any:
             s = replica._slices.get(node)
             descs = list(s.conns.values()) if s is not None else []
-            result: bool = forget(node)
+            result = forget(node)
             for desc in descs:
                 seen_down(desc)
             return result

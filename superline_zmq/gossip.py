@@ -370,7 +370,7 @@ class Gossip:
         if self.membership.is_left(node):
             return []
         actions = self._heard(node, None)
-        result = self.replica.apply(d)
+        result = self.replica.apply(d).outcome
         if result == "stale":
             self.stats["stale"] += 1
         elif result == "gap":
@@ -406,7 +406,7 @@ class Gossip:
             return []
         actions = self._heard(node, None)
         self.membership.pull_done(node)
-        if not self.replica.apply_snapshot(s):
+        if not self.replica.apply_snapshot(s).applied:
             self.stats["stale"] += 1
         return actions
 
