@@ -10,7 +10,7 @@ Nodes are separate OS processes, so the benchmarks drive them through requests:
 
 Presence marks (for cluster_convergence.py). This reads private attributes, which is acceptable in a bench
 app only: once the server has started, `BenchServer` wraps the ZeroMQ adapter's presence replica
-(`srv.adapter._gossip.replica`), methods `_put`, `_remove` and `forget`, which every change to the replica's
+(`srv.adapter._driver.gossip.replica`), methods `_put`, `_remove` and `forget`, which every change to the replica's
 indexes goes through (deltas, snapshots, a node leaving). For every user id it records the
 `time.monotonic()` at which the user first became visible on this node (`_put`) and first stopped being
 visible (`_remove`/`forget`), with the public `srv.is_online` semantics checked right there
@@ -123,8 +123,8 @@ class BenchServer(SocketServer):
         self._hook_replica()
 
     def _replica(self) -> Any:
-        gossip = getattr(self.adapter, "_gossip", None)  # private: ZeroMQ adapter only
-        return None if gossip is None else gossip.replica
+        driver = getattr(self.adapter, "_driver", None)  # private: the adapter's gossip driver
+        return None if driver is None else driver.gossip.replica
 
     def _hook_replica(self) -> None:
         replica = self._replica()
@@ -156,10 +156,10 @@ class BenchServer(SocketServer):
             remove(s, conn_id)
             seen_down(desc)
 
-        def hooked_forget(node: Any) -> bool:
+        def hooked_forget(node: Any) -> Any:
             s = replica._slices.get(node)
             descs = list(s.conns.values()) if s is not None else []
-            result: bool = forget(node)
+            result = forget(node)
             for desc in descs:
                 seen_down(desc)
             return result
@@ -170,9 +170,9 @@ class BenchServer(SocketServer):
 
     def last_heard(self, node: str) -> float:
         """When this node last heard from `node` (private gossip state), -1 if unknown."""
-        replica = self._replica()
-        s = None if replica is None else replica._slices.get(node)
-        return float(s.heard_at) if s is not None else -1.0
+        driver = getattr(self.adapter, "_driver", None)
+        m = None if driver is None else driver.gossip.membership.get(node)
+        return float(m.heard_at) if m is not None else -1.0
 
 
 def _authenticate(hs: Handshake) -> Auth:

@@ -38,6 +38,7 @@ from superline_zmq.server import (
     UserTarget,
     create_socket_server,
 )
+from superline_zmq.timing import ClusterTiming
 from superline_zmq.wire import JsonSerializer, MsgpackSerializer, Serializer
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "BusMeta",
     "BusSubscription",
     "Client",
+    "ClusterTiming",
     "ClusterView",
     "Conn",
     "ConnDescriptor",

@@ -6,6 +6,12 @@ Commands::
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
     superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0]
 
+Every command takes ``--timing local|lan`` (a :class:`~superline_zmq.ClusterTiming`
+preset, or a JSON object of its fields): ``run`` defaults to ``lan`` (beat 1 s, dead
+after 5 s), ``cluster`` and ``demo``, which run on loopback, to ``local`` (beat 0.2 s,
+dead after 1 s). ``--heartbeat-interval``, ``--ttl`` and ``--forget-after`` override the
+preset's values.
+
 ``run`` imports ``MODULE`` (the current directory is on ``sys.path``) and takes ``APP``:
 a :class:`~superline_zmq.SocketServer`, or a zero-argument callable (sync or async)
 returning one. It swaps in the ZeroMQ adapter, listens, and prints one JSON line to
@@ -43,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from superline_zmq.adapter import Adapter
 from superline_zmq.server import SocketServer
+from superline_zmq.timing import PRESETS, ClusterTiming
 
 if TYPE_CHECKING:
     from superline_zmq.adapters.zeromq import ZeroMQAdapter
@@ -267,8 +274,7 @@ async def _run(args: argparse.Namespace) -> int:
             bind=args.bind,
             seeds=list(args.seed),
             pub_bind=args.pub_bind,
-            heartbeat_interval=args.heartbeat_interval,
-            ttl=args.ttl,
+            timing=args.timing,
         )
     except ValueError as exc:  # bad endpoints or timings
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -411,8 +417,7 @@ async def _cluster(args: argparse.Namespace) -> int:
     cluster = LocalCluster(
         args.app,
         args.nodes,
-        heartbeat_interval=args.heartbeat_interval,
-        ttl=args.ttl,
+        timing=args.timing,
         cwd=os.getcwd(),
         ready_timeout=args.ready_timeout,
         seeds=args.seeds,
@@ -484,8 +489,7 @@ async def _demo(args: argparse.Namespace) -> int:
         clients=args.clients,
         duration=args.duration,
         interval=args.interval,
-        heartbeat_interval=args.heartbeat_interval,
-        ttl=args.ttl,
+        timing=args.timing,
         seed=args.seed,
         stop=stopper.event,
         on_force=stopper.on_force,
@@ -518,8 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--log-level", default=None, help="logging level (default INFO, WARNING with --json)")
 
     gossip = argparse.ArgumentParser(add_help=False)
+    gossip.add_argument("--timing", default=None, metavar="|".join(PRESETS),
+                        help="timing preset, or a JSON object of ClusterTiming fields "
+                        "(default: lan for run, local for cluster and demo)")  # fmt: skip
     gossip.add_argument("--heartbeat-interval", type=_positive, default=None, metavar="S", help="seconds between beats")
     gossip.add_argument("--ttl", type=_positive, default=None, metavar="S", help="a member unheard for S is dead")
+    gossip.add_argument("--forget-after", type=_positive, default=None, metavar="S",
+                        help="a member unheard for S is forgotten (default: twice the ttl)")  # fmt: skip
 
     parser = argparse.ArgumentParser(prog=PROG, description="Typed WebSocket servers clustered over ZeroMQ.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -560,11 +569,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _defaults(args: argparse.Namespace) -> None:
-    local = args.command in ("cluster", "demo")
-    if args.heartbeat_interval is None:
-        args.heartbeat_interval = 0.5 if local else 1.0
-    if args.ttl is None:
-        args.ttl = max(2.5 if local else 5.0, 3 * args.heartbeat_interval)
+    """Resolve ``--timing`` and the flags overriding it into ``args.timing`` (UsageError if inconsistent)."""
+    spec = args.timing if args.timing is not None else ("local" if args.command in ("cluster", "demo") else "lan")
+    try:
+        preset = ClusterTiming.from_spec(spec)
+        ttl = args.ttl
+        if ttl is None and args.heartbeat_interval is not None:
+            ttl = max(preset.ttl, 3 * args.heartbeat_interval)  # a slower beat alone stretches the ttl
+        timing = preset.override(heartbeat_interval=args.heartbeat_interval, ttl=ttl, forget_after=args.forget_after)
+    except ValueError as exc:
+        raise UsageError(f"--timing: {exc}") from None
+    args.timing = timing
+    args.heartbeat_interval, args.ttl = timing.heartbeat_interval, timing.ttl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -574,7 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else 2
-    _defaults(args)
+    try:
+        _defaults(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     _setup_logging(getattr(args, "json", False), args.log_level)
     try:
         factory = loop_factory(args.loop)

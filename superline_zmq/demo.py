@@ -35,6 +35,7 @@ from superline_zmq.contract import define_contract, event, request, server_reque
 from superline_zmq.errors import ErrorCode, SocketError, SuperlineError
 from superline_zmq.presence import NodeInfo
 from superline_zmq.server import Auth, Conn, Handshake, SocketServer, create_socket_server
+from superline_zmq.timing import ClusterTiming
 
 if TYPE_CHECKING:
     from superline_zmq.testing.cluster import LocalCluster
@@ -330,8 +331,9 @@ async def run_demo(
     clients: int = 24,
     duration: float = 0.0,
     interval: float = 1.0,
-    heartbeat_interval: float = 0.5,
-    ttl: float = 2.5,
+    timing: ClusterTiming | None = None,
+    heartbeat_interval: float | None = None,
+    ttl: float | None = None,
     seed: int | None = None,
     stop: asyncio.Event | None = None,
     on_force: list[Callable[[], None]] | None = None,
@@ -339,7 +341,9 @@ async def run_demo(
 ) -> int:
     """Run the demo; returns the exit code (0 when it ran and stopped cleanly).
 
-    ``stop``: set it to end the demo (the CLI sets it on SIGINT/SIGTERM). ``on_force``:
+    ``timing``: the cluster's timings (default :meth:`ClusterTiming.local`;
+    ``heartbeat_interval``/``ttl`` override it). ``stop``: set it to end the demo (the
+    CLI sets it on SIGINT/SIGTERM). ``on_force``:
     the driver appends a hook that SIGKILLs the cluster's processes (for a forced exit).
     """
     from superline_zmq.testing.cluster import ClusterError, LocalCluster
@@ -351,6 +355,7 @@ async def run_demo(
     cluster = LocalCluster(
         "superline_zmq.demo:app",
         nodes,
+        timing=timing,
         heartbeat_interval=heartbeat_interval,
         ttl=ttl,
         ready_timeout=30.0,

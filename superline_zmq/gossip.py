@@ -1,42 +1,96 @@
 """Membership and presence gossip as a state machine (pure: bytes in, actions out).
 
-A transport (the in-process bus, ZeroMQ sockets) feeds :class:`Gossip` the messages it
-receives and the passing of time, and carries out the :class:`Action` s it returns:
-broadcast to every member, send to one member, connect to or disconnect from a member.
-Nothing here touches a socket or reads the wall clock, so every rule below is unit
-tested with an injected clock.
+A driver (:class:`~superline_zmq.gossip_driver.GossipDriver`, shared by the in-process
+bus and the ZeroMQ adapter) feeds :class:`Gossip` the messages the transport receives and
+calls :meth:`Gossip.tick` at :meth:`Gossip.next_deadline`, and carries out the
+:class:`Action` s it returns: broadcast to every member, send to one member, connect to
+or disconnect from a member. Nothing here touches a socket, reads a clock or draws a
+random number of its own: the clock and the ``random.Random`` are injected, so every
+rule below is unit tested with a fake clock over a fake network
+(:mod:`superline_zmq.testing.fakes`).
+
+Who is alive is decided in one place, :class:`~superline_zmq.membership.Membership`
+(an enum of states with a transition table); the presence replica, routing
+(:meth:`Gossip.alive`) and the membership digest in heartbeats all read it.
 
 The rules:
 
+- **Beats are constant-size.** Every node broadcasts a :class:`Heartbeat` every
+  ``interval``: its id, its slice's sequence and a 64-bit *digest* of its view (itself and
+  the live members it knows, with their addresses; :func:`digest_of`) — about 35 bytes
+  whatever the cluster's size, where a beat used to list every member (~80 bytes each).
+- **Views are reconciled on a digest mismatch.** A node whose view (as of its last beat)
+  differs from the digest in a member's heartbeat introduces itself to that member
+  (:class:`Hello`), which answers :class:`Welcome` with its own address and the members
+  it knows. So membership lists travel only when views differ, and a node the sender had
+  forgotten (it was paused or cut off) is taken back by the same exchange. A node syncs
+  at most once per beat, so a change that reaches members at different moments costs
+  each node one welcome per beat while views differ, not one per member.
 - **Joining.** A new node sends :class:`Hello` to one seed; the seed answers
-  :class:`Welcome` with the members it knows, and every node then learns of the newcomer
-  from the seed's next :class:`Beat`, which lists the live members. One reachable member
-  is enough; nobody holds a static peer list.
-- **Liveness.** Every node broadcasts a :class:`Beat` every ``interval``. A node not heard
-  from within ``ttl`` is dead (out of every query at once); after ``forget_after`` it is
-  forgotten and disconnected. A graceful :class:`Leave` removes it at once. A dead node
-  that beats again (a paused process resumed) is taken back; one that left is not.
+  :class:`Welcome` with the members it knows. The seed's view changed, so at its next
+  beat every member finds the digests differ, syncs, and learns of the newcomer: one
+  reachable member is enough and nobody holds a static peer list; views agree within two
+  beats.
+- **Liveness.** A node not heard from within ``ttl`` is dead (out of routing and every
+  query at once): every node hears every member's heartbeat directly, so detection takes
+  ttl plus at most one beat. After ``forget_after`` it is forgotten and disconnected. A
+  graceful :class:`Leave` removes it at once. A dead node that beats again (a paused
+  process resumed) is taken back; one that left is not (see
+  :mod:`superline_zmq.membership` for every state and move).
+- **Partitions heal themselves.** Seeds and forgotten peers are probed again (a
+  :class:`Probe`: a hello to whatever listens at that address) with capped, jittered
+  backoff, forever (:mod:`superline_zmq.probes`), so two sides that forgot each other
+  find each other again once the links return, and re-pull each other's slices; while
+  a node has no live member at all it probes every beat.
 - **Presence.** Each node writes only its own slice; every change goes out as a
   :class:`~superline_zmq.presence.Delta` numbered by that node. A receiver applies deltas
-  in order and ignores stale ones. A gap, or a beat carrying a higher sequence than it
-  holds, makes it :class:`Pull` the slice (a :class:`~superline_zmq.presence.Snapshot`)
+  in order and ignores stale ones. A gap, or a heartbeat carrying a higher sequence than
+  it holds, makes it :class:`Pull` the slice (a :class:`~superline_zmq.presence.Snapshot`)
   directly from its owner, so a missed delta is repaired within one beat. A new member
   pulls every slice as it learns of each node.
+
+Evolving the wire (as with msgspec structs everywhere here): a new field is appended
+with a default, and a tag is never reused for another shape. The ``"beat"`` tag (the
+old beat that listed every member) is retired: a node that still sends it is counted in
+``bad_gossip`` by this version, so upgrade every node of a cluster together.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from random import Random
 
 import msgspec
 
 from superline_zmq.ids import NodeId
+from superline_zmq.membership import ALIVE, Addr, Admission, Liveness, Membership
 from superline_zmq.presence import ConnDescriptor, Delta, LocalSlice, NodeInfo, PresenceReplica, Snapshot
+from superline_zmq.probes import Prober
 
-#: How a transport reaches a node (ZeroMQ: its ``pub`` and ``router`` endpoints; the bus: nothing).
-Addr = dict[str, str]
+__all__ = [
+    "Action",
+    "Addr",
+    "Broadcast",
+    "Connect",
+    "Disconnect",
+    "Gossip",
+    "GossipError",
+    "GossipPresence",
+    "Heartbeat",
+    "Hello",
+    "Leave",
+    "Message",
+    "Peer",
+    "Probe",
+    "Pull",
+    "Send",
+    "Welcome",
+    "decode",
+    "digest_of",
+    "encode",
+]
 
 
 class Peer(msgspec.Struct, frozen=True, array_like=True):
@@ -60,13 +114,12 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome", array_like=True):
     members: list[Peer]
 
 
-class Beat(msgspec.Struct, frozen=True, tag="beat", array_like=True):
-    """Periodic liveness: the sender's address, its slice's sequence, the live members it knows."""
+class Heartbeat(msgspec.Struct, frozen=True, tag="hb", array_like=True):
+    """Periodic liveness, constant-size: the sender, its slice's sequence, the digest of its view."""
 
     node: str
-    addr: Addr
     seq: int
-    members: list[Peer]
+    digest: int
 
 
 class Pull(msgspec.Struct, frozen=True, tag="pull", array_like=True):
@@ -81,7 +134,7 @@ class Leave(msgspec.Struct, frozen=True, tag="leave", array_like=True):
     node: str
 
 
-Message = Hello | Welcome | Beat | Pull | Leave | Delta | Snapshot
+Message = Hello | Welcome | Heartbeat | Pull | Leave | Delta | Snapshot
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -90,6 +143,12 @@ _decoder = msgspec.msgpack.Decoder(Message)
 def encode(msg: Message) -> bytes:
     """One gossip message as MessagePack bytes."""
     return _encoder.encode(msg)
+
+
+def digest_of(view: list[Peer]) -> int:
+    """A 64-bit digest of a view (nodes and their addresses), independent of order."""
+    canonical = sorted((p.node, sorted(p.addr.items())) for p in view)
+    return int.from_bytes(hashlib.blake2b(msgspec.msgpack.encode(canonical), digest_size=8).digest(), "big")
 
 
 def decode(data: bytes) -> Message:
@@ -135,21 +194,45 @@ class Disconnect:
     node: NodeId
 
 
-Action = Broadcast | Send | Connect | Disconnect
+@dataclass(frozen=True)
+class Probe:
+    """Send ``data`` (a hello) to whatever listens at ``addr``, member or not (``node``: who
+    was last there, if anyone we knew; the answer may come from someone else)."""
+
+    node: NodeId | None
+    addr: Addr
+    data: bytes
+
+
+Action = Broadcast | Send | Connect | Disconnect | Probe
 
 
 class Gossip:
-    """One node's view of the cluster: members, their liveness, and the presence replica."""
+    """One node's view of the cluster: members, their liveness, and the presence replica.
+
+    ``clock`` is required and is the only time this machine knows: reads through the
+    presence seam (``count``, ``room``, ``alive``) come at any moment without a ``now``,
+    so the machine asks the clock it was given rather than taking ``now`` per call; a
+    test passes a :class:`~superline_zmq.testing.FakeClock`. ``rng`` is its only source
+    of randomness (default: seeded from the node id, so runs are reproducible and nodes
+    still differ): it jitters the re-probing of ``seeds`` (addresses to join through and
+    to probe forever) and forgotten peers, every ``reprobe_initial`` (default
+    ``interval``) doubling up to ``reprobe_max`` (default 30 intervals).
+    """
 
     def __init__(
         self,
         node: NodeId,
         addr: Addr | None = None,
         *,
+        clock: Callable[[], float],
         interval: float = 1.0,
         ttl: float = 5.0,
         forget_after: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        rng: Random | None = None,
+        seeds: Iterable[Addr] = (),
+        reprobe_initial: float | None = None,
+        reprobe_max: float | None = None,
     ) -> None:
         if not 0 < interval < ttl:
             raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
@@ -158,19 +241,51 @@ class Gossip:
         self.interval = interval
         self.ttl = ttl
         self._clock = clock
-        self.replica = PresenceReplica(node, ttl=ttl, forget_after=forget_after, clock=clock)
+        self.rng = rng if rng is not None else Random(node)
+        self.replica = PresenceReplica(
+            node, ttl=ttl, forget_after=forget_after, clock=clock, liveness=self._replica_alive
+        )
+        #: Every node we have heard of, with its liveness (the single source of it).
+        self.membership = Membership(node, ttl=ttl, forget_after=self.replica.forget_after)
         self.local = LocalSlice(node)
-        #: Members we talk to (alive, or dead but not yet forgotten), with their addresses.
-        self.peers: dict[NodeId, Addr] = {}
-        # node -> (until, left): nodes that left (never re-admitted) or were forgotten
-        # (re-admitted only on a direct beat), so stale hearsay cannot resurrect them
-        self._tombstones: dict[NodeId, tuple[float, bool]] = {}
-        self._pulls: dict[NodeId, float] = {}  # outstanding pulls: node -> sent at
-        self._unheard: dict[NodeId, float] = {}  # members known by hearsay only -> since
-        self._known_since: dict[NodeId, float] = {}  # when each peer was admitted
-        self._rehello: dict[NodeId, float] = {}  # when we last re-introduced ourselves to it
+        initial = interval if reprobe_initial is None else reprobe_initial
+        self.prober = Prober(
+            self.addr,
+            initial=initial,
+            cap=max(initial, 30 * interval) if reprobe_max is None else reprobe_max,
+            rng=self.rng,
+        )
+        now = clock()
+        for seed in seeds:
+            self.prober.add_seed(seed, now)
         self._last_tick: float | None = None
-        self.stats = {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
+        self._last_sync: float | None = None  # when we last asked a member for its view
+        #: This node's view as of its last heartbeat (itself included), and its digest.
+        self.view: list[Peer] = [Peer(node, self.addr)]
+        self.digest = digest_of(self.view)
+        self.stats = {
+            "pulls": 0,
+            "gaps": 0,
+            "stale": 0,
+            "snapshots_served": 0,
+            "left": 0,
+            "expired": 0,
+            "stalls": 0,
+            "syncs": 0,
+            "probes": 0,
+        }
+
+    @property
+    def peers(self) -> dict[NodeId, Addr]:
+        """Members we talk to (alive, dead but not forgotten, or known by hearsay), with their addresses."""
+        return {m.node: dict(m.addr) for m in self.membership.members(self._clock()) if m.addr is not None}
+
+    def next_deadline(self) -> float:
+        """When :meth:`tick` is due next (on the injected clock): one ``interval`` after the
+        last tick, or now if it never ran. Everything time-driven happens in a tick."""
+        if self._last_tick is None:
+            return self._clock()
+        return self._last_tick + self.interval
 
     # ------------------------------------------------------------------ outbound
     def hello(self) -> bytes:
@@ -178,31 +293,36 @@ class Gossip:
         return encode(Hello(self.node, self.addr, self.local.seq))
 
     def tick(self) -> list[Action]:
-        """Call every ``interval``: beat, forget long-dead members, retry stuck pulls."""
+        """Forget long-dead members, retry stuck pulls, probe seeds and forgotten peers that are
+        due, and beat; call it at :meth:`next_deadline`."""
         actions: list[Action] = []
         now = self._clock()
+        members = self.membership
         if self._last_tick is not None and now - self._last_tick > self.ttl:
             # We were stalled (a paused process, a blocked loop) longer than the TTL: the
             # silence we measured is ours, not theirs. Give every peer a fresh TTL to be heard
             # again instead of forgetting the whole cluster on resume.
             self.stats["stalls"] += 1
-            for node in self.peers:
-                if self.replica.known(node):
-                    self.replica.heard(node)
+            members.stalled(now)
         self._last_tick = now
-        for node in self.replica.expire():
+        for node, connected in members.expire(now):
             self.stats["expired"] += 1
-            actions.extend(self._drop(node, left=False))
-        now = self._clock()
-        for node, since in list(self._unheard.items()):
-            if now - since > self.replica.forget_after:  # hearsay never confirmed: give up
-                self.stats["expired"] += 1
-                actions.extend(self._drop(node, left=False))
-        self.prune_tombstones()
-        for node, sent in list(self._pulls.items()):
-            if now - sent >= 2 * self.interval and node in self.peers:
-                actions.append(self._pull(node))
-        actions.append(Broadcast(encode(Beat(self.node, self.addr, self.local.seq, self._members()))))
+            actions.extend(self._forget_slice(node, connected))
+            m = members.get(node)
+            self.prober.forgotten(node, m.addr if m is not None else None, now)
+        members.prune(now)
+        for node in members.pulls_due(now, 2 * self.interval):
+            actions.append(self._pull(node))
+        live = [(m.node, m.addr) for m in members.members(now) if m.state is ALIVE and m.addr is not None]
+        probes = self.prober.due(now, live, alone=not live)
+        if probes:
+            hello = self.hello()
+            for t in probes:
+                self.stats["probes"] += 1
+                actions.append(Probe(t.node, dict(t.addr), hello))
+        self.view = [Peer(self.node, self.addr), *self._members()]
+        self.digest = digest_of(self.view)
+        actions.append(Broadcast(encode(Heartbeat(self.node, self.local.seq, self.digest))))
         return actions
 
     def put(self, desc: ConnDescriptor) -> list[Action]:
@@ -227,67 +347,66 @@ class Gossip:
     def receive(self, data: bytes) -> list[Action]:
         """Handle one message from the transport; raises :class:`GossipError` if malformed."""
         msg = decode(data)
-        if getattr(msg, "node", None) == self.node:
+        if msg.node == self.node:
             return []  # our own message echoed back (a transport may loop back)
-        if isinstance(msg, Delta):
-            return self._on_delta(msg)
-        if isinstance(msg, Beat):
-            return self._on_beat(msg)
-        if isinstance(msg, Snapshot):
-            return self._on_snapshot(msg)
-        if isinstance(msg, Pull):
-            return self._on_pull(msg)
-        if isinstance(msg, Hello):
-            return self._on_hello(msg)
-        if isinstance(msg, Welcome):
-            return self._on_welcome(msg)
-        return self._on_leave(msg)
+        match msg:
+            case Delta():
+                return self._on_delta(msg)
+            case Heartbeat():
+                return self._on_heartbeat(msg)
+            case Snapshot():
+                return self._on_snapshot(msg)
+            case Pull():
+                return self._on_pull(msg)
+            case Hello():
+                return self._on_hello(msg)
+            case Welcome():
+                return self._on_welcome(msg)
+            case Leave():
+                return self._on_leave(msg)
 
     def _on_delta(self, d: Delta) -> list[Action]:
         node = NodeId(d.node)
-        if self._is_left(node):
+        if self.membership.is_left(node):
             return []
-        actions = self._admit(node, None, direct=True)
-        result = self.replica.apply(d)
+        actions = self._heard(node, None)
+        result = self.replica.apply(d).outcome
         if result == "stale":
             self.stats["stale"] += 1
         elif result == "gap":
             self.stats["gaps"] += 1
-            if node not in self._pulls:
+            if not self.membership.pulling(node):
                 actions.append(self._pull(node))
         return actions
 
-    def _on_beat(self, b: Beat) -> list[Action]:
-        node = NodeId(b.node)
-        if self._is_left(node):
+    def _on_heartbeat(self, hb: Heartbeat) -> list[Action]:
+        node = NodeId(hb.node)
+        if self.membership.is_left(node):
             return []
-        actions = self._admit(node, b.addr, direct=True)
-        if self.replica.heard(node, b.seq) and node not in self._pulls:
+        actions = self._heard(node, None)
+        m = self.membership.get(node)
+        if m is None or not m.is_member:
+            return actions  # heard, but we cannot address it: its hello or a member's welcome will say where
+        if hb.seq > self.replica.seq_of(node) and not self.membership.pulling(node):
             actions.append(self._pull(node))
-        listed = False
-        for p in b.members:
-            if p.node == self.node:
-                listed = True
-            else:
-                actions.extend(self._admit(NodeId(p.node), p.addr, direct=False))
-        if not listed and node in self.peers:
-            # It does not count us as a live member although we hear it: it forgot us (we
-            # were paused past its TTL) or has not heard us yet. Introduce ourselves again,
-            # at most once every two beats, once it has had time to hear us normally.
+        if hb.digest != self.digest:
+            # Our views differ: introduce ourselves, and its welcome brings its view. That
+            # also re-admits us if it forgot us (we were paused or cut off past its
+            # forget_after). One sync per beat at most, whoever differs.
             now = self._clock()
-            since = self._known_since.setdefault(node, now)
-            if now - since >= 2 * self.interval and now - self._rehello.get(node, -1e300) >= 2 * self.interval:
-                self._rehello[node] = now
+            if self._last_sync is None or now - self._last_sync >= self.interval:
+                self._last_sync = now
+                self.stats["syncs"] += 1
                 actions.append(Send(node, self.hello()))
         return actions
 
     def _on_snapshot(self, s: Snapshot) -> list[Action]:
         node = NodeId(s.node)
-        if self._is_left(node):
+        if self.membership.is_left(node):
             return []
-        actions = self._admit(node, None, direct=True)
-        self._pulls.pop(node, None)
-        if not self.replica.apply_snapshot(s):
+        actions = self._heard(node, None)
+        self.membership.pull_done(node)
+        if not self.replica.apply_snapshot(s).applied:
             self.stats["stale"] += 1
         return actions
 
@@ -297,91 +416,93 @@ class Gossip:
 
     def _on_hello(self, h: Hello) -> list[Action]:
         node = NodeId(h.node)
-        self._tombstones.pop(node, None)  # a hello is first-hand: whoever it is, they are here now
         if self.replica.known(node) and h.seq < self.replica.seq_of(node):
             # a restarted process reusing its node id: its sequence restarted, so drop the
             # old slice and pull the new one
-            self._pulls.pop(node, None)
+            self.membership.pull_done(node)
             self.replica.forget(node)
-        actions = self._admit(node, h.addr, direct=True)
-        if node in self.peers and node not in self._pulls and h.seq > self.replica.seq_of(node):
+        actions = self._heard(node, h.addr, hello=True)  # first-hand: whoever it is, it is here now
+        m = self.membership.get(node)
+        if m is not None and m.is_member and not self.membership.pulling(node) and h.seq > self.replica.seq_of(node):
             actions.append(self._pull(node))
         welcome = Welcome(self.node, self.addr, self._members())
         actions.append(Send(node, encode(welcome)))
         return actions
 
     def _on_welcome(self, w: Welcome) -> list[Action]:
-        actions = self._admit(NodeId(w.node), w.addr, direct=True)
+        node = NodeId(w.node)
+        actions = self._heard(node, w.addr)
+        m = self.membership.get(node)
+        if m is not None and m.pull_sent_at is not None and m.known_since < self._clock() and not actions:
+            # a member we knew before welcomes us, so it knows us now: the pull it may have
+            # been unable to answer while it could not reach us is worth asking again at
+            # once rather than in two beats (one just admitted was pulled a moment ago)
+            actions.append(self._pull(node))
         for p in w.members:
-            actions.extend(self._admit(NodeId(p.node), p.addr, direct=False))
+            actions.extend(self._named(NodeId(p.node), p.addr))
         return actions
 
     def _on_leave(self, msg: Leave) -> list[Action]:
         node = NodeId(msg.node)
         self.stats["left"] += 1
-        return self._drop(node, left=True)
+        connected = self.membership.left(node, self._clock())
+        return self._forget_slice(node, connected)
 
     # ------------------------------------------------------------------ membership
-    def _admit(self, node: NodeId, addr: Addr | None, *, direct: bool) -> list[Action]:
-        """Learn of ``node`` (``direct``: we heard it ourselves); connect and pull if new."""
-        if node == self.node:
-            return []
-        tomb = self._tombstones.get(node)
-        if tomb is not None:
-            if tomb[1] or not direct:
-                return []  # left for good, or forgotten and only talked about
-            del self._tombstones[node]
-        if direct:
-            self.replica.heard(node)
-            self._unheard.pop(node, None)
-        if node in self.peers:
-            if direct and addr is not None and addr != self.peers[node]:  # hearsay may be stale
-                self.peers[node] = dict(addr)
-                return [Disconnect(node), Connect(node, dict(addr))]
-            return []
-        if addr is None:
-            return []  # a delta or snapshot from a node we cannot address yet; its beat will come
-        self.peers[node] = dict(addr)
-        self._known_since[node] = self._clock()
-        if not direct:
-            self._unheard[node] = self._clock()
-        return [Connect(node, dict(addr)), self._pull(node)]
+    def _heard(self, node: NodeId, addr: Addr | None, *, hello: bool = False) -> list[Action]:
+        """``node`` spoke to us: it is alive; connect and pull if it is a new member."""
+        admission = self.membership.heard(node, self._clock(), addr, hello=hello)
+        if admission is not Admission.IGNORED:
+            self.replica.heard(node)  # holds its slice from now on (topology lists it)
+        return self._admitted(node, admission)
+
+    def _named(self, node: NodeId, addr: Addr) -> list[Action]:
+        """A member named ``node``: connect and pull if we did not know it."""
+        return self._admitted(node, self.membership.named(node, addr, self._clock()))
+
+    def _admitted(self, node: NodeId, admission: Admission) -> list[Action]:
+        if admission is Admission.NEW:
+            m = self.membership.get(node)
+            assert m is not None and m.addr is not None
+            return [Connect(node, dict(m.addr)), self._pull(node)]
+        if admission is Admission.MOVED:
+            m = self.membership.get(node)
+            assert m is not None and m.addr is not None
+            return [Disconnect(node), Connect(node, dict(m.addr))]
+        return []
 
     def _pull(self, node: NodeId) -> Send:
         self.stats["pulls"] += 1
-        self._pulls[node] = self._clock()
+        self.membership.pull_sent(node, self._clock())
         return Send(node, encode(Pull(self.node)))
 
-    def _drop(self, node: NodeId, *, left: bool) -> list[Action]:
-        if node == self.node:
-            return []
-        self._tombstones[node] = (self._clock() + self.replica.forget_after, left)
-        self._pulls.pop(node, None)
-        self._unheard.pop(node, None)
-        self._known_since.pop(node, None)
-        self._rehello.pop(node, None)
+    def _forget_slice(self, node: NodeId, connected: bool) -> list[Action]:
+        """``node`` left or was forgotten: drop its slice, and disconnect if we were connected."""
         if self.replica.known(node):
             self.replica.forget(node)
-        if self.peers.pop(node, None) is None:
-            return []
-        return [Disconnect(node)]
-
-    def _is_left(self, node: NodeId) -> bool:
-        tomb = self._tombstones.get(node)
-        return tomb is not None and tomb[1]
+        return [Disconnect(node)] if connected else []
 
     def _members(self) -> list[Peer]:
-        return [Peer(n, a) for n, a in self.peers.items() if self.replica.alive(n)]
+        now = self._clock()
+        return [Peer(m.node, m.addr) for m in self.membership.members(now) if m.state is ALIVE and m.addr is not None]
+
+    def _replica_alive(self, node: NodeId) -> bool:
+        return self.membership.alive(node, self._clock())
 
     def alive(self, node: NodeId) -> bool:
         """Whether ``node`` is a live member (this node always is)."""
-        return node == self.node or (node in self.peers and self.replica.alive(node))
+        if node == self.node:
+            return True
+        m = self.membership.get(node)
+        return m is not None and m.addr is not None and self.membership.alive(node, self._clock())
+
+    def liveness(self, node: NodeId) -> Liveness | None:
+        """What this node believes about ``node`` now (None: never heard of it, or long gone)."""
+        return self.membership.state(node, self._clock())
 
     def prune_tombstones(self) -> None:
-        """Drop tombstones past their time (cheap; the transport may call it on tick)."""
-        now = self._clock()
-        for node in [n for n, (until, _) in self._tombstones.items() if until < now]:
-            del self._tombstones[node]
+        """Drop tombstones past their time (cheap; :meth:`tick` does it too)."""
+        self.membership.prune(self._clock())
 
 
 class GossipPresence:

@@ -197,9 +197,10 @@ async def start_memory(n: int, **options: Any) -> PresenceCluster:
     return cluster
 
 
-def _peers(srv: SocketServer) -> dict[Any, Any]:
-    gossip = srv.adapter._gossip  # type: ignore[attr-defined]
-    return gossip.peers if gossip is not None else {}
+def _peers(srv: SocketServer) -> dict[Any, bool]:
+    adapter = srv.adapter
+    assert isinstance(adapter, MemoryAdapter)
+    return adapter.members()
 
 
 class ProcessPresenceCluster(PresenceCluster):

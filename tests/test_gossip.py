@@ -1,19 +1,21 @@
 """The membership and presence gossip state machine (pure: bytes in, actions out).
 
-Two to four :class:`Gossip` instances run against each other over :class:`Net`, a tiny
-in-test network that carries out their actions synchronously: a :class:`Broadcast`
-reaches the members that connected to the sender (PUB/SUB: a node hears another's
-broadcasts only after it was told to :class:`Connect` to it), a :class:`Send` reaches its
-node directly (with ``routed=True`` only a node the sender connected to, as ZeroMQ DEALERs
-do; a hello always reaches its seed). Chosen messages can be dropped to simulate loss, and a node can be paused
-(it neither ticks, sends nor receives). Time is a hand-moved clock shared by all nodes.
+Two to four :class:`Gossip` instances run against each other over
+:class:`~superline_zmq.testing.FakeNet`, the test kit's network that carries out their
+actions synchronously: a :class:`Broadcast` reaches the members that connected to the
+sender (PUB/SUB: a node hears another's broadcasts only after it was told to
+:class:`Connect` to it), a :class:`Send` reaches its node directly (with ``routed=True``
+only a node the sender connected to, as ZeroMQ DEALERs do; a hello always reaches its
+seed). Chosen messages can be dropped to simulate loss, and a node can be paused (it
+neither ticks, sends nor receives). Time is a :class:`~superline_zmq.testing.FakeClock`
+shared by all nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable
+import itertools
+from collections import Counter
 
 import msgspec
 import pytest
@@ -21,13 +23,13 @@ import pytest
 from superline_zmq.gossip import (
     Action,
     Addr,
-    Beat,
     Broadcast,
     Connect,
     Disconnect,
     Gossip,
     GossipError,
     GossipPresence,
+    Heartbeat,
     Hello,
     Leave,
     Message,
@@ -36,10 +38,13 @@ from superline_zmq.gossip import (
     Send,
     Welcome,
     decode,
+    digest_of,
     encode,
 )
 from superline_zmq.ids import NodeId
+from superline_zmq.membership import Liveness
 from superline_zmq.presence import ConnDescriptor, Delta, NodeInfo, Snapshot
+from superline_zmq.testing import FakeClock, FakeNet
 
 INTERVAL = 1.0
 TTL = 5.0
@@ -48,21 +53,11 @@ FORGET = 2 * TTL  # the default forget_after
 A, B, C, D = NodeId("A"), NodeId("B"), NodeId("C"), NodeId("D")
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
+Clock = FakeClock
 
 
 def addr_of(node: str) -> Addr:
-    return {"pub": f"tcp://{node}:5000", "router": f"tcp://{node}:5001"}
+    return FakeNet.addr_of(node)
 
 
 def desc(
@@ -71,138 +66,34 @@ def desc(
     return ConnDescriptor(id=cid, role="user", node_id=node, connected_at=at, user_id=user, rooms=rooms)
 
 
-#: Decides whether a message from ``src`` to ``dst`` is lost.
-Rule = Callable[[NodeId, NodeId, Message], bool]
+def Net(*, pubsub: bool = True, routed: bool = False, forget_after: float | None = None) -> FakeNet:
+    """A network of Gossip nodes at :func:`addr_of` with this module's timings, on a fresh clock."""
+    return FakeNet(FakeClock(), interval=INTERVAL, ttl=TTL, forget_after=forget_after, pubsub=pubsub, routed=routed)
 
 
-class Net:
-    """Routes the actions of a few Gossip nodes to each other, synchronously."""
-
-    def __init__(self, *, pubsub: bool = True, routed: bool = False, forget_after: float | None = None) -> None:
-        self.clock = Clock()
-        self.pubsub = pubsub
-        self.routed = routed  # a Send reaches only a node the sender connected to (ZeroMQ DEALERs)
-        self.forget_after = forget_after
-        self.nodes: dict[NodeId, Gossip] = {}
-        self.subs: dict[NodeId, set[NodeId]] = {}  # subscriber -> the nodes it connected to
-        self.queue: deque[tuple[NodeId, NodeId, bytes]] = deque()
-        self.paused: set[NodeId] = set()
-        self.rules: list[Rule] = []
-        self.log: list[tuple[NodeId, NodeId, Message]] = []  # every message sent, in order, lost or not
-        self.delivered: list[tuple[NodeId, NodeId, Message]] = []
-        self.lost: list[tuple[NodeId, NodeId, Message]] = []
-        self.refused: list[tuple[NodeId, NodeId, Message]] = []  # sends with no route
-        self.actions: dict[NodeId, list[tuple[float, Action]]] = defaultdict(list)
-
-    # ------------------------------------------------------------ setup
-    def add(self, *names: str) -> list[Gossip]:
-        out = []
-        for name in names:
-            node = NodeId(name)
-            g = Gossip(
-                node, addr_of(name), interval=INTERVAL, ttl=TTL, forget_after=self.forget_after, clock=self.clock
-            )
-            self.nodes[node] = g
-            self.subs[node] = set()
-            out.append(g)
-        return out
-
-    def __getitem__(self, name: str) -> Gossip:
-        return self.nodes[NodeId(name)]
-
-    def drop(self, rule: Rule, *, once: bool = False) -> None:
-        """Lose every message matching ``rule`` (only the first one if ``once``)."""
-        if not once:
-            self.rules.append(rule)
-            return
-
-        def first(src: NodeId, dst: NodeId, msg: Message) -> bool:
-            if rule(src, dst, msg):
-                self.rules.remove(first)
-                return True
-            return False
-
-        self.rules.append(first)
-
-    def partition(self, x: str, y: str) -> None:
-        self.drop(lambda s, d, m: {s, d} == {x, y})
-
-    # ------------------------------------------------------------ running
-    def run(self, src: str, actions: Iterable[Action]) -> list[Action]:
-        """Carry out ``src``'s actions (queueing its messages) and deliver everything."""
-        actions = list(actions)
-        self._execute(NodeId(src), actions)
-        self.deliver()
-        return actions
-
-    def _execute(self, src: NodeId, actions: list[Action]) -> None:
-        for action in actions:
-            self.actions[src].append((self.clock.now, action))
-            if src in self.paused:
-                continue  # a paused process says nothing
-            if isinstance(action, Broadcast):
-                for dst in self.nodes:
-                    if dst != src and (not self.pubsub or src in self.subs[dst]):
-                        self.queue.append((src, dst, action.data))
-            elif isinstance(action, Send):
-                if action.node in self.nodes and (not self.routed or action.node in self.subs[src]):
-                    self.queue.append((src, action.node, action.data))
-                else:
-                    self.refused.append((src, action.node, decode(action.data)))
-            elif isinstance(action, Connect):
-                self.subs[src].add(action.node)
-            else:
-                self.subs[src].discard(action.node)
-
-    def deliver(self) -> None:
-        for _ in range(100_000):
-            if not self.queue:
-                return
-            src, dst, data = self.queue.popleft()
-            msg = decode(data)
-            self.log.append((src, dst, msg))
-            if dst in self.paused or any(rule(src, dst, msg) for rule in list(self.rules)):
-                self.lost.append((src, dst, msg))
-                continue
-            self.delivered.append((src, dst, msg))
-            self._execute(dst, self.nodes[dst].receive(data))
-        raise AssertionError("the network never went quiet")
-
-    def join(self, new: str, seed: str) -> None:
-        """``new`` knows only ``seed``: it sends it a hello (through the seed's endpoint, never refused)."""
-        self.queue.append((NodeId(new), NodeId(seed), self[new].hello()))
-        self.deliver()
-
-    def tick(self) -> None:
-        for node, g in self.nodes.items():
-            if node not in self.paused:
-                self._execute(node, g.tick())
-        self.deliver()
-
-    def step(self, n: int = 1) -> None:
-        """Let ``n`` intervals pass, every running node ticking once per interval."""
-        for _ in range(n):
-            self.clock.advance(INTERVAL)
-            self.tick()
-
-    # ------------------------------------------------------------ looking
-    def sent(self, src: str | None = None, dst: str | None = None, kind: type | None = None) -> list[Message]:
-        """The messages sent so far (delivered or lost), oldest first."""
-        return [
-            m
-            for s, d, m in self.log
-            if (src is None or s == src) and (dst is None or d == dst) and (kind is None or isinstance(m, kind))
-        ]
-
-    def did(self, node: str, since: float = float("-inf")) -> list[Action]:
-        return [a for t, a in self.actions[NodeId(node)] if t >= since]
+def pulling(g: Gossip) -> list[NodeId]:
+    """Nodes ``g`` has an outstanding pull to."""
+    return [m.node for m in g.membership if m.pull_sent_at is not None]
 
 
-def last_beat(net: Net, src: str, dst: str | None = None) -> list[str]:
-    """The members listed by the last beat ``src`` sent (to ``dst``)."""
-    beat = net.sent(src=src, dst=dst, kind=Beat)[-1]
-    assert isinstance(beat, Beat)
-    return [p.node for p in beat.members]
+def hearsay(g: Gossip) -> list[NodeId]:
+    """Members ``g`` knows only by hearsay."""
+    return [m.node for m in g.membership if m.state is Liveness.HEARSAY]
+
+
+def tombstones(g: Gossip) -> dict[NodeId, Liveness]:
+    """Nodes ``g`` holds a tombstone for (left or forgotten)."""
+    return {m.node: m.state for m in g.membership if m.state in (Liveness.LEFT, Liveness.FORGOTTEN)}
+
+
+def last_beat(net: FakeNet, src: str, dst: str | None = None) -> list[str]:
+    """The live members ``src`` advertised in the last heartbeat it sent (to ``dst``): the
+    view whose digest that heartbeat carried (a member syncing with it gets this list)."""
+    beat = net.sent(src=src, dst=dst, kind=Heartbeat)[-1]
+    assert isinstance(beat, Heartbeat)
+    g = net[src]
+    assert beat.digest == g.digest == digest_of(g.view)
+    return [p.node for p in g.view if p.node != src]
 
 
 def members(g: Gossip) -> list[str]:
@@ -214,7 +105,7 @@ def conns(g: Gossip) -> list[str]:
     return [d.id for d in g.replica.connections()]
 
 
-def assert_converged(net: Net) -> None:
+def assert_converged(net: FakeNet) -> None:
     running = [n for n in net.nodes if n not in net.paused]
     everything = sorted(d.id for n in running for d in net.nodes[n].local.conns.values())
     for n in running:
@@ -225,7 +116,7 @@ def assert_converged(net: Net) -> None:
             assert g.replica.seq_of(m) == net.nodes[m].local.seq, f"{n}'s seq of {m}"
 
 
-def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> Net:
+def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> FakeNet:
     """A converged cluster: every node joined through the first, each with one connection."""
     net = Net(pubsub=pubsub, forget_after=forget_after)
     net.add(*names)
@@ -265,7 +156,7 @@ def test_constructor_defaults() -> None:
     [
         Hello("A", addr_of("A")),
         Welcome("A", addr_of("A"), [Peer("B", addr_of("B")), Peer("C", {})]),
-        Beat("A", addr_of("A"), 7, [Peer("B", addr_of("B"))]),
+        Heartbeat("A", 7, 2**64 - 1),
         Pull("A"),
         Leave("A"),
         Delta("A", 3, put=desc("a1", "A", user="u", rooms=("r",))),
@@ -285,11 +176,12 @@ def test_every_message_round_trips(msg: Message) -> None:
         b"\xc1",  # never used in msgpack
         b"not msgpack at all",
         msgspec.msgpack.encode(["nope", "A"]),  # unknown tag
-        msgspec.msgpack.encode(["beat", "A"]),  # fields missing
-        msgspec.msgpack.encode(["beat", "A", {}, "seven", []]),  # wrong type
+        msgspec.msgpack.encode(["beat", "A", {}, 1, []]),  # the retired full-list beat
+        msgspec.msgpack.encode(["hb", "A"]),  # fields missing
+        msgspec.msgpack.encode(["hb", "A", "seven", 1]),  # wrong type
         msgspec.msgpack.encode({"node": "A"}),  # not the array form
         msgspec.msgpack.encode(42),
-        encode(Beat("A", addr_of("A"), 1, []))[:-3],  # truncated
+        encode(Heartbeat("A", 1, 2**63))[:-3],  # truncated
     ],
 )
 def test_malformed_bytes_raise_gossip_error(data: bytes) -> None:
@@ -322,7 +214,8 @@ def test_hello_leave_and_beat_messages() -> None:
     g.put(desc("a1", "A"))
     [beat] = g.tick()
     assert isinstance(beat, Broadcast)
-    assert decode(beat.data) == Beat("A", addr_of("A"), 1, [])
+    assert decode(beat.data) == Heartbeat("A", 1, digest_of([Peer("A", addr_of("A"))]))
+    assert len(beat.data) < 40  # constant-size, whatever the cluster's size
 
 
 def test_pull_is_answered_with_the_whole_slice() -> None:
@@ -346,12 +239,22 @@ def test_own_echoed_messages_are_ignored() -> None:
         assert g.receive(data) == []
     assert conns(g) == ["a1"] and g.replica.seq_of(A) == 1
     assert g.peers == {} and g.alive(A)
-    assert g.stats == {"pulls": 0, "gaps": 0, "stale": 0, "snapshots_served": 0, "left": 0, "expired": 0, "stalls": 0}
+    assert g.stats == {
+        "pulls": 0,
+        "gaps": 0,
+        "stale": 0,
+        "snapshots_served": 0,
+        "left": 0,
+        "expired": 0,
+        "stalls": 0,
+        "syncs": 0,
+        "probes": 0,
+    }
 
 
 def test_hearsay_about_ourselves_is_ignored() -> None:
     g = Gossip(A, addr_of("A"), clock=Clock())
-    actions = g.receive(encode(Beat("B", addr_of("B"), 0, [Peer("A", {"pub": "elsewhere"})])))
+    actions = g.receive(encode(Welcome("B", addr_of("B"), [Peer("A", {"pub": "elsewhere"})])))
     assert A not in g.peers
     assert Connect(A, {"pub": "elsewhere"}) not in actions
     assert [a for a in actions if isinstance(a, Connect)] == [Connect(B, addr_of("B"))]
@@ -446,7 +349,7 @@ def test_start_order_does_not_matter(order: list[tuple[str, str]], step_between:
         assert [d.id for d in g.replica.room("r")] == sorted(f"{n.lower()}2" for n, _ in order)
         assert [n.node_id for n in g.replica.topology() if n.alive] == ["A", "B", "C", "D"]
     # and nothing is left hanging
-    assert all(not g._pulls and not g._unheard for g in net.nodes.values())
+    assert all(not pulling(g) and not hearsay(g) for g in net.nodes.values())
 
 
 # ---------------------------------------------------------------- deltas, gaps, pulls
@@ -508,7 +411,7 @@ def test_a_delta_that_arrives_during_a_pull_does_not_pull_again() -> None:
     net.run("A", a.put(desc("a4", "A")))  # gap again, but a pull is outstanding
     assert b.stats["gaps"] == 2
     assert len(net.sent(src="B", dst="A", kind=Pull)) == 2  # the join's one, the gap's one
-    assert A in b._pulls
+    assert pulling(b) == [A]
 
 
 def test_a_stuck_pull_is_retried_after_two_intervals() -> None:
@@ -527,7 +430,7 @@ def test_a_stuck_pull_is_retried_after_two_intervals() -> None:
     net.step()  # two intervals after the pull: retried on tick
     assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2
     assert "a2" in conns(b)
-    assert A not in b._pulls
+    assert A not in pulling(b)
     net.step(3)
     assert len(net.sent(src="B", dst="A", kind=Pull)) == before + 2  # answered: no more retries
 
@@ -613,7 +516,7 @@ def test_a_member_only_heard_of_is_given_up_after_forget_after() -> None:
     assert len(net.sent(src="C", dst="G", kind=Pull)) > 1  # retried meanwhile
     net.step()
     assert G not in c.peers and Disconnect(G) in net.did("C", since=net.clock.now)
-    assert G not in c._pulls and G not in c._unheard
+    assert G not in pulling(c) and G not in hearsay(c)
     assert c.stats["expired"] == 1
     pulls = len(net.sent(src="C", dst="G", kind=Pull))
     net.step(3)
@@ -664,9 +567,10 @@ def test_a_leave_from_an_unknown_node_still_blocks_its_late_messages() -> None:
     g = Gossip(A, addr_of("A"), clock=Clock())
     assert g.receive(encode(Leave("B"))) == []  # nothing to disconnect
     assert g.stats["left"] == 1
-    assert g.receive(encode(Beat("B", addr_of("B"), 3, []))) == []
+    assert g.receive(encode(Heartbeat("B", 3, 0))) == []
+    assert g.receive(encode(Welcome("B", addr_of("B"), []))) == []
     assert g.receive(encode(Delta("B", 1, put=desc("b1", "B")))) == []
-    assert g.receive(encode(Beat("C", addr_of("C"), 0, [Peer("B", addr_of("B"))]))) == [
+    assert g.receive(encode(Welcome("C", addr_of("C"), [Peer("B", addr_of("B"))]))) == [
         Connect(C, addr_of("C")),
         Send(C, encode(Pull("A"))),
     ]
@@ -701,11 +605,11 @@ def test_tombstones_are_bounded_by_forget_after() -> None:
     g.receive(encode(Leave("B")))
     clock.advance(FORGET)
     g.prune_tombstones()
-    assert g.receive(encode(Beat("B", addr_of("B"), 0, []))) == []  # still within the window
+    assert g.receive(encode(Welcome("B", addr_of("B"), []))) == []  # still within the window
     clock.advance(0.5)
     g.prune_tombstones()
-    assert g._tombstones == {}
-    assert Connect(B, addr_of("B")) in g.receive(encode(Beat("B", addr_of("B"), 0, [])))
+    assert tombstones(g) == {} and g.membership.get(B) is None
+    assert Connect(B, addr_of("B")) in g.receive(encode(Welcome("B", addr_of("B"), [])))
 
 
 # ---------------------------------------------------------------- forgotten, then back
@@ -717,7 +621,7 @@ def test_a_forgotten_node_that_beats_again_is_readmitted_and_repulled() -> None:
     net.run("B", b.put(desc("b2", "B", user="late")))  # said while paused: lost
     net.step(int(FORGET) + 1)
     assert not a.replica.known(B) and B not in a.peers and B not in c.peers
-    assert B in a._tombstones
+    assert tombstones(a) == {B: Liveness.FORGOTTEN}
 
     net.paused.discard(B)
     since = net.clock.now + INTERVAL
@@ -758,10 +662,10 @@ def test_a_direct_message_lifts_the_tombstone_of_a_forgotten_node() -> None:
     a = net["A"]
     net.paused.add(B)
     net.step(int(FORGET) + 1)
-    assert B in a._tombstones and not a._tombstones[B][1]
+    assert tombstones(a) == {B: Liveness.FORGOTTEN}
     net.paused.discard(B)
     a.receive(encode(Snapshot("B", 1, [desc("b1", "B")])))
-    assert B not in a._tombstones
+    assert B not in tombstones(a)
     assert a.replica.known(B) and "b1" in conns(a)
 
 
@@ -769,17 +673,20 @@ def test_a_delta_from_a_node_we_cannot_address_yet() -> None:
     clock = Clock()
     g = Gossip(A, addr_of("A"), clock=clock)
     X = NodeId("X")
-    # the first word from X is a delta with a gap: pull, but X is no member until it beats
+    # the first word from X is a delta with a gap: pull, but X is no member until it says
+    # where it is (its hello, its welcome) or a member names it
     assert g.receive(encode(Delta("X", 2, put=desc("x2", "X")))) == [Send(X, encode(Pull("A")))]
     assert X not in g.peers and not g.alive(X)
     assert g.stats["gaps"] == 1
     clock.advance(2 * INTERVAL)
     assert [type(x) for x in g.tick()] == [Broadcast]  # no retry: we cannot reach X yet
-    actions = g.receive(encode(Beat("X", addr_of("X"), 2, [])))
+    assert g.receive(encode(Heartbeat("X", 2, 0))) == []  # alive, still no address: nothing to do
+    assert X not in g.peers and not g.alive(X)
+    actions = g.receive(encode(Welcome("X", addr_of("X"), [])))
     assert actions == [Connect(X, addr_of("X")), Send(X, encode(Pull("A")))]
     assert g.alive(X)
     g.receive(encode(Snapshot("X", 2, [desc("x1", "X"), desc("x2", "X")])))
-    assert conns(g) == ["x1", "x2"] and not g._pulls
+    assert conns(g) == ["x1", "x2"] and not pulling(g)
 
 
 def test_gossip_presence_turns_writes_into_deltas_and_reads_locally() -> None:
@@ -833,12 +740,12 @@ def test_message_counts_stay_small_in_a_quiet_cluster() -> None:
     n = len(net.delivered)
     net.step(10)
     kinds = Counter(type(m).__name__ for _, _, m in net.delivered[n:])
-    assert kinds == {"Beat": 10 * 3 * 2}  # beats only: no pulls, no deltas
-    assert all(not g._pulls for g in net.nodes.values())
+    assert kinds == {"Heartbeat": 10 * 3 * 2}  # heartbeats only: no pulls, no deltas, no syncs
+    assert all(not pulling(g) for g in net.nodes.values())
 
 
 # ---------------------------------------------------------------- resumed, restarted, readdressed
-def _routed_cluster(*names: str) -> Net:
+def _routed_cluster(*names: str) -> FakeNet:
     net = Net(routed=True)
     net.add(*names)
     for name in names:
@@ -889,10 +796,140 @@ def test_a_restart_reusing_its_node_id_replaces_the_old_slice() -> None:
 def test_hearsay_never_overrides_an_address_heard_first_hand() -> None:
     net = cluster("A", "B", "C")
     a = net["A"]
-    stale = Beat("C", addr_of("C"), net["C"].local.seq, [Peer("B", {"pub": "tcp://old:1", "router": "tcp://old:2"})])
+    stale = Welcome("C", addr_of("C"), [Peer("B", {"pub": "tcp://old:1", "router": "tcp://old:2"})])
     actions = a.receive(encode(stale))
     assert not any(isinstance(x, Connect | Disconnect) and x.node == B for x in actions)
     assert a.peers[B] == addr_of("B")
     moved = {"pub": "tcp://B:6000", "router": "tcp://B:6001"}
-    actions = a.receive(encode(Beat("B", moved, net["B"].local.seq, [])))
+    actions = a.receive(encode(Welcome("B", moved, [])))
     assert Disconnect(B) in actions and Connect(B, moved) in actions  # first-hand: B moved
+
+
+# ---------------------------------------------------------------- partitions heal themselves
+#: Re-probing in these tests: first after 1 s, doubling (jittered) up to 4 s.
+REPROBE_MAX = 4.0
+
+
+def _probing_cluster(*names: str, seeds: dict[str, list[str]] | None = None) -> FakeNet:
+    """A converged ZeroMQ-like cluster (routed sends, PUB/SUB) whose nodes re-probe up to REPROBE_MAX."""
+
+    def make(node: NodeId) -> Gossip:
+        return Gossip(
+            node,
+            addr_of(node),
+            clock=clock,
+            interval=INTERVAL,
+            ttl=TTL,
+            seeds=[{"router": addr_of(s)["router"]} for s in (seeds or {}).get(node, [])],
+            reprobe_max=REPROBE_MAX,
+        )
+
+    clock = FakeClock()
+    net = FakeNet(clock, interval=INTERVAL, ttl=TTL, routed=True, make=make)
+    net.add(*names)
+    for name in names:
+        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"user-{name}")))
+    for name in names[1:]:
+        net.join(name, names[0])
+    net.step(3)
+    assert_converged(net)
+    return net
+
+
+def is_converged(net: FakeNet) -> bool:
+    try:
+        assert_converged(net)
+    except AssertionError:
+        return False
+    return True
+
+
+def _forgotten_by_all(net: FakeNet, cut_off: set[str]) -> bool:
+    """Every node has forgotten every node on the other side, tombstones lapsed included."""
+    for n, g in net.nodes.items():
+        for other in net.nodes:
+            if (n in cut_off) != (other in cut_off) and g.membership.get(other) is not None:
+                return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "cut_off",
+    [{"C"}, {"A"}, {"A", "B"}],
+    ids=["one-node", "the-seed-everyone-joined-through", "two-islands"],
+)
+def test_a_partition_longer_than_forget_after_heals_without_a_restart(cut_off: set[str]) -> None:
+    net = _probing_cluster("A", "B", "C", "D")
+    cut = net.split(cut_off)
+    # long enough for each side to forget the other and for the tombstones to lapse
+    net.step(int(2 * FORGET) + 2)
+    assert _forgotten_by_all(net, cut_off)
+    for n, g in net.nodes.items():
+        assert sorted(members(g)) == sorted(m for m in net.nodes if (m in cut_off) == (n in cut_off) and m != n)
+    probes = sum(g.stats["probes"] for g in net.nodes.values())
+    assert probes > 0
+    net.heal(cut)
+    # the next probe of each forgotten peer is at most REPROBE_MAX away; then a welcome
+    # re-admits both sides, which pull each other's slices
+    healed_after = None
+    for beats in range(1, int(REPROBE_MAX / INTERVAL) + 4):
+        net.step()
+        if is_converged(net):
+            healed_after = beats
+            break
+    assert healed_after is not None, "the cluster did not heal"
+    for g in net.nodes.values():
+        assert sorted(conns(g)) == ["a1", "b1", "c1", "d1"]
+        assert all(g.replica.is_online(f"user-{n}") for n in "ABCD")
+
+
+def test_probing_backs_off_to_the_cap_and_never_stops() -> None:
+    net = _probing_cluster("A", "B")
+    net.split({"B"})
+    net.step(int(FORGET) + 2)  # A forgets B
+    a = net["A"]
+    start = net.clock()
+    sent: list[float] = []
+    for _ in range(60):
+        before = a.stats["probes"]
+        net.step()
+        if a.stats["probes"] > before:
+            sent.append(net.clock() - start)
+    gaps = [t1 - t0 for t0, t1 in itertools.pairwise(sent)]
+    # A is alone (no live member): it probes its forgotten peer every beat
+    assert gaps and all(g == INTERVAL for g in gaps)
+    # with another live member, it backs off instead, to at most REPROBE_MAX, forever
+    net2 = _probing_cluster("A", "B", "C")
+    net2.split({"B"})
+    net2.step(int(FORGET) + 2)
+    a2 = net2["A"]
+    times = []
+    for _ in range(80):
+        before = a2.stats["probes"]
+        net2.step()
+        if a2.stats["probes"] > before:
+            times.append(net2.clock())
+    gaps2 = [t1 - t0 for t0, t1 in itertools.pairwise(times)]
+    assert len(times) >= 80 * INTERVAL / REPROBE_MAX - 1  # never stops
+    assert all(g <= REPROBE_MAX + INTERVAL for g in gaps2)  # capped (ticks round up to a beat)
+    assert max(gaps2) > INTERVAL  # and backed off
+
+
+def test_a_seed_that_is_a_live_member_is_not_probed() -> None:
+    net = _probing_cluster("A", "B", "C", seeds={"B": ["A"], "C": ["A"]})
+    before = {n: g.stats["probes"] for n, g in net.nodes.items()}
+    net.step(20)
+    assert {n: g.stats["probes"] for n, g in net.nodes.items()} == before
+
+
+def test_a_node_started_before_its_seed_joins_once_the_seed_is_up() -> None:
+    net = _probing_cluster("B", seeds={"B": ["A"]})  # A does not exist yet
+    b = net["B"]
+    net.step(3)
+    assert b.stats["probes"] >= 3  # alone: the seed is probed every beat
+    [a] = net.add("A")
+    net.run("A", a.put(desc("a1", "A")))
+    net.step()
+    assert members(a) == ["B"] and members(b) == ["A"]  # the next probe found it
+    net.step(2)  # A's first pull went out before B knew A (refused): retried two beats on
+    assert_converged(net)

@@ -10,14 +10,18 @@ import pytest
 from superline_zmq import gossip
 from superline_zmq.ids import NodeId
 from superline_zmq.presence import (
+    NO_CHANGE,
     RESERVED_FIELDS,
     ConnDescriptor,
     Delta,
     LocalSlice,
     NodeInfo,
+    PresenceDiff,
     PresenceReplica,
     Snapshot,
+    Update,
 )
+from superline_zmq.testing import FakeClock
 
 A = NodeId("A")
 B = NodeId("B")
@@ -25,17 +29,8 @@ C = NodeId("C")
 TTL = 5.0
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, dt: float) -> None:
-        self.now += dt
+def Clock(now: float = 100.0) -> FakeClock:
+    return FakeClock(now)
 
 
 def desc(
@@ -56,7 +51,7 @@ def ids(descs: list[ConnDescriptor]) -> list[str]:
     return [d.id for d in descs]
 
 
-def make(node: NodeId = A, *, forget_after: float | None = None) -> tuple[PresenceReplica, Clock]:
+def make(node: NodeId = A, *, forget_after: float | None = None) -> tuple[PresenceReplica, FakeClock]:
     clock = Clock()
     return PresenceReplica(node, ttl=TTL, forget_after=forget_after, clock=clock), clock
 
@@ -70,13 +65,13 @@ class Remote:
 
     def put(self, d: ConnDescriptor) -> Delta:
         delta = self.local.put(d)
-        assert self.replica.apply(delta) == "applied"
+        assert self.replica.apply(delta).outcome == "applied"
         return delta
 
     def remove(self, cid: str) -> Delta:
         delta = self.local.remove(cid)
         assert delta is not None
-        assert self.replica.apply(delta) == "applied"
+        assert self.replica.apply(delta).outcome == "applied"
         return delta
 
 
@@ -287,13 +282,13 @@ def test_deltas_apply_in_order_and_ignore_stale_and_duplicates() -> None:
     d2 = w.put(desc("b2", "B", user="u"))
     d3 = w.remove("b1")
     assert d3 is not None
-    assert rep.apply(d1) == "applied"
-    assert rep.apply(d2) == "applied"
-    assert rep.apply(d2) == "stale"  # duplicate
-    assert rep.apply(d1) == "stale"  # old
+    assert rep.apply(d1).outcome == "applied"
+    assert rep.apply(d2).outcome == "applied"
+    assert rep.apply(d2).outcome == "stale"  # duplicate
+    assert rep.apply(d1).outcome == "stale"  # old
     assert ids(rep.by_user("u")) == ["b1", "b2"]
-    assert rep.apply(d3) == "applied"
-    assert rep.apply(d1) == "stale"  # a replayed put must not bring b1 back
+    assert rep.apply(d3).outcome == "applied"
+    assert rep.apply(d1).outcome == "stale"  # a replayed put must not bring b1 back
     assert ids(rep.by_user("u")) == ["b2"]
     assert rep.seq_of(B) == 3
 
@@ -304,13 +299,13 @@ def test_gap_is_reported_and_changes_nothing() -> None:
     d1 = w.put(desc("b1", "B"))
     d2 = w.put(desc("b2", "B"))
     d3 = w.put(desc("b3", "B"))
-    assert rep.apply(d1) == "applied"
-    assert rep.apply(d3) == "gap"
+    assert rep.apply(d1).outcome == "applied"
+    assert rep.apply(d3).outcome == "gap"
     assert ids(rep.connections()) == ["b1"]
     assert rep.seq_of(B) == 1
     # the missing delta arrives after all; then the later one applies in order
-    assert rep.apply(d2) == "applied"
-    assert rep.apply(d3) == "applied"
+    assert rep.apply(d2).outcome == "applied"
+    assert rep.apply(d3).outcome == "applied"
     assert ids(rep.connections()) == ["b1", "b2", "b3"]
 
 
@@ -319,10 +314,10 @@ def test_first_delta_from_an_unknown_node_with_seq_above_one_is_a_gap() -> None:
     w = LocalSlice(B)
     w.put(desc("b1", "B"))
     d2 = w.put(desc("b2", "B"))
-    assert rep.apply(d2) == "gap"
+    assert rep.apply(d2).outcome == "gap"
     assert rep.known(B)  # heard of, but nothing applied
     assert rep.connections() == []
-    assert rep.apply_snapshot(w.snapshot())
+    assert rep.apply_snapshot(w.snapshot()).applied
     assert ids(rep.connections()) == ["b1", "b2"]
 
 
@@ -345,7 +340,7 @@ def test_snapshot_replaces_the_slice() -> None:
     b.put(desc("b1", "B", user="alice", rooms=("lobby",)))
     b.put(desc("b2", "B", user="bob", rooms=("ops",)))
     snap = Snapshot("B", 9, [desc("b2", "B", user="bob", rooms=("dev",)), desc("b3", "B", user="carol")])
-    assert rep.apply_snapshot(snap) is True
+    assert rep.apply_snapshot(snap).applied
     assert rep.seq_of(B) == 9
     assert ids(rep.connections()) == ["b2", "b3"]
     assert rep.get("b1") is None and not rep.is_online("alice")
@@ -353,8 +348,8 @@ def test_snapshot_replaces_the_slice() -> None:
     assert ids(rep.room("dev")) == ["b2"]
     assert rep.topology()[1] == NodeInfo(node_id="B", connections=2, rooms=("dev",), alive=True)
     # deltas continue from the snapshot's seq
-    assert rep.apply(Delta("B", 9, remove="b3")) == "stale"
-    assert rep.apply(Delta("B", 10, remove="b3")) == "applied"
+    assert rep.apply(Delta("B", 9, remove="b3")).outcome == "stale"
+    assert rep.apply(Delta("B", 10, remove="b3")).outcome == "applied"
     assert ids(rep.connections()) == ["b2"]
 
 
@@ -368,10 +363,10 @@ def test_older_snapshot_is_ignored_equal_one_is_applied() -> None:
     assert d3 is not None
     rep.apply(d3)
     assert rep.seq_of(B) == 3
-    assert rep.apply_snapshot(old) is False
+    assert rep.apply_snapshot(old).outcome == "stale"
     assert ids(rep.connections()) == ["b2"]
     assert rep.seq_of(B) == 3
-    assert rep.apply_snapshot(w.snapshot()) is True  # same seq: harmless
+    assert rep.apply_snapshot(w.snapshot()).applied  # same seq: harmless
     assert ids(rep.connections()) == ["b2"]
 
 
@@ -379,7 +374,7 @@ def test_empty_snapshot_clears_the_slice() -> None:
     rep, _ = make()
     b = Remote(rep, B)
     b.put(desc("b1", "B", user="u", rooms=("r",)))
-    assert rep.apply_snapshot(Snapshot("B", 5, []))
+    assert rep.apply_snapshot(Snapshot("B", 5, [])).applied
     assert rep.connections() == [] and not rep.is_online("u") and rep.room("r") == []
     assert rep.topology()[1] == NodeInfo(node_id="B", connections=0, rooms=(), alive=True)
 
@@ -390,15 +385,15 @@ def test_a_node_cannot_write_another_nodes_descriptors() -> None:
     c = Remote(rep, C)
     c.put(desc("c1", "C", user="u"))
     # B claims a descriptor naming C, and one naming itself with C's connection id
-    assert rep.apply(Delta("B", 1, put=desc("x", "C", user="u"))) == "applied"
-    assert rep.apply(Delta("B", 2, put=desc("c1", "B", user="evil"))) == "applied"
+    assert rep.apply(Delta("B", 1, put=desc("x", "C", user="u"))).outcome == "applied"
+    assert rep.apply(Delta("B", 2, put=desc("c1", "B", user="evil"))).outcome == "applied"
     assert rep.get("x") is None
     assert rep.get("c1") == desc("c1", "C", user="u")
     assert rep.by_user("evil") == []
     assert ids(rep.by_user("u")) == ["c1"]
     assert {n.node_id: n.connections for n in rep.topology()} == {"A": 0, "B": 0, "C": 1}
     # nor through a snapshot
-    assert rep.apply_snapshot(Snapshot("B", 3, [desc("y", "C"), desc("c1", "B")]))
+    assert rep.apply_snapshot(Snapshot("B", 3, [desc("y", "C"), desc("c1", "B")])).applied
     assert rep.get("y") is None and rep.get("c1") == desc("c1", "C", user="u")
     # and forgetting B must not disturb C's connection
     rep.forget(B)
@@ -448,11 +443,11 @@ def test_any_message_from_a_node_counts_as_hearing_it(how: str) -> None:
     clock.advance(TTL + 1)
     assert not rep.alive(B)
     if how == "delta":
-        assert rep.apply(w.put(desc("b2", "B"))) == "applied"
+        assert rep.apply(w.put(desc("b2", "B"))).outcome == "applied"
     elif how == "snapshot":
-        assert rep.apply_snapshot(w.snapshot())
+        assert rep.apply_snapshot(w.snapshot()).applied
     else:
-        assert rep.apply(d1) == "stale"
+        assert rep.apply(d1).outcome == "stale"
     assert rep.alive(B)
     assert rep.get("b1") is not None
 
@@ -476,7 +471,7 @@ def test_dead_node_is_forgotten_after_forget_after() -> None:
     assert ids(rep.room("r")) == ["c1"]
     assert rep.expire() == []  # already gone
     # a fresh slice starts from scratch if the node ever talks again
-    assert rep.apply(Delta("B", 1, put=desc("b9", "B"))) == "applied"
+    assert rep.apply(Delta("B", 1, put=desc("b9", "B"))).outcome == "applied"
     assert ids(rep.connections()) == ["b9", "c1"]
 
 
@@ -492,9 +487,9 @@ def test_custom_forget_after() -> None:
 def test_forget_drops_a_slice_at_once() -> None:
     rep, _ = make()
     Remote(rep, B).put(desc("b1", "B", user="u", rooms=("r",)))
-    assert rep.forget(B) is True
-    assert rep.forget(B) is False
-    assert rep.forget(C) is False
+    assert rep.forget(B).applied
+    assert rep.forget(B).outcome == "stale"
+    assert rep.forget(C).outcome == "stale"
     assert not rep.known(B)
     assert rep.get("b1") is None and rep.by_user("u") == [] and rep.room("r") == []
     assert rep._by_user == {} and rep._by_room == {} and rep._where == {}
@@ -525,3 +520,143 @@ def test_unknown_node_is_not_alive() -> None:
 def test_ttl_must_be_positive(ttl: float) -> None:
     with pytest.raises(ValueError, match="ttl"):
         PresenceReplica(A, ttl=ttl, clock=Clock())
+
+
+# ---------------------------------------------------------------- what changed (presence diffs)
+def users(diff: PresenceDiff) -> list[tuple[str, bool, str, int]]:
+    return [(u.user_id, u.online, u.node_id, u.connections) for u in diff.users]
+
+
+def rooms(diff: PresenceDiff) -> dict[str, tuple[list[str], list[str]]]:
+    return {r.room: ([d.id for d in r.joins], [d.id for d in r.leaves]) for r in diff.rooms}
+
+
+def test_a_users_first_connection_is_online_and_its_last_offline_anywhere() -> None:
+    rep, _ = make()
+    a, b = LocalSlice(A), LocalSlice(B)
+    first = rep.apply(a.put(desc("a1", user="ann", rooms=("lobby",))))
+    assert users(first.diff) == [("ann", True, "A", 1)]
+    assert rooms(first.diff) == {"lobby": (["a1"], [])}
+    # a second device, on another node: no transition, just a room join
+    second = rep.apply(b.put(desc("b1", "B", user="ann", rooms=("lobby",))))
+    assert users(second.diff) == [] and rooms(second.diff) == {"lobby": (["b1"], [])}
+    d = a.remove("a1")
+    assert d is not None
+    moved = rep.apply(d)  # the overlap of a move between nodes: still online
+    assert users(moved.diff) == [] and rooms(moved.diff) == {"lobby": ([], ["a1"])}
+    d = b.remove("b1")
+    assert d is not None
+    gone = rep.apply(d)
+    assert users(gone.diff) == [("ann", False, "B", 0)]
+    assert rooms(gone.diff) == {"lobby": ([], ["b1"])}
+    assert gone.diff.room("lobby") is not None and gone.diff.room("ops") is None
+
+
+def test_replacing_a_descriptor_diffs_its_rooms_and_user() -> None:
+    rep, _ = make()
+    w = LocalSlice(B)
+    rep.apply(w.put(desc("b1", "B", rooms=("lobby", "ops"))))  # anonymous
+    became = rep.apply(w.put(desc("b1", "B", user="bob", rooms=("ops", "dev"))))
+    assert users(became.diff) == [("bob", True, "B", 1)]
+    # it left lobby; it stays in ops with new fields (leave the old, join the new); it joined dev
+    assert rooms(became.diff) == {"dev": (["b1"], []), "lobby": ([], ["b1"]), "ops": (["b1"], ["b1"])}
+    [ops] = [r for r in became.diff.rooms if r.room == "ops"]
+    assert ops.leaves[0].user_id is None and ops.joins[0].user_id == "bob"
+    same = rep.apply(w.put(desc("b1", "B", user="bob", rooms=("ops", "dev"))))
+    assert same.outcome == "applied" and not same.diff and same.diff is NO_CHANGE  # nothing visible changed
+
+
+def test_stale_gap_and_rejected_writes_change_nothing() -> None:
+    rep, _ = make()
+    w = LocalSlice(B)
+    d1 = w.put(desc("b1", "B", user="u"))
+    w.put(desc("b2", "B"))
+    d3 = w.put(desc("b3", "B", user="v"))
+    assert rep.apply(d1).diff
+    assert rep.apply(d1) == Update("stale")
+    assert rep.apply(d3) == Update("gap")
+    # another node's connection claimed in B's slice is ignored, and so is its diff
+    assert not rep.apply(Delta("C", 1, put=desc("b1", "C", user="evil"))).diff
+    assert rep.apply_snapshot(Snapshot("B", 0, [])) == Update("stale")
+
+
+def test_a_snapshot_diffs_against_the_slice_it_replaces() -> None:
+    rep, _ = make()
+    w = LocalSlice(B)
+    rep.apply(w.put(desc("b1", "B", user="ann", rooms=("lobby",))))
+    rep.apply(w.put(desc("b2", "B", user="bob", rooms=("lobby",))))
+    snap = Snapshot("B", 9, [desc("b2", "B", user="bob", rooms=("lobby",)), desc("b3", "B", user="cat", rooms=("x",))])
+    u = rep.apply_snapshot(snap)
+    assert u.applied
+    assert users(u.diff) == [("ann", False, "B", 0), ("cat", True, "B", 1)]
+    assert rooms(u.diff) == {"lobby": ([], ["b1"]), "x": (["b3"], [])}  # b2 unchanged: not listed
+
+
+def test_a_first_snapshot_is_all_joins() -> None:
+    rep, _ = make()
+    u = rep.apply_snapshot(Snapshot("B", 2, [desc("b1", "B", user="u", rooms=("r",)), desc("b2", "B", user="u")]))
+    assert users(u.diff) == [("u", True, "B", 2)] and rooms(u.diff) == {"r": (["b1"], [])}
+
+
+def test_forgetting_a_live_node_takes_its_connections_away() -> None:
+    rep, _ = make()
+    Remote(rep, A).put(desc("a1", user="ann", rooms=("lobby",)))
+    b = Remote(rep, B)
+    b.put(desc("b1", "B", user="ann", rooms=("lobby",), at=2.0))
+    b.put(desc("b2", "B", user="bob", rooms=("lobby", "ops"), at=1.0))
+    u = rep.forget(B)  # it left gracefully
+    assert u.applied
+    assert users(u.diff) == [("bob", False, "B", 0)]  # ann is still on A
+    assert rooms(u.diff) == {"lobby": ([], ["b2", "b1"]), "ops": ([], ["b2"])}  # oldest first
+
+
+def test_forgetting_a_dead_node_changes_nothing_visible() -> None:
+    rep, clock = make()
+    Remote(rep, B).put(desc("b1", "B", user="bob", rooms=("r",)))
+    clock.advance(TTL + 1)  # silent: its connections left every query already
+    assert not rep.is_online("bob")
+    u = rep.forget(B)
+    assert u.applied and not u.diff
+
+
+def test_liveness_changes_make_a_whole_slice_vanish_or_appear() -> None:
+    alive = {B: True}
+    rep = PresenceReplica(A, clock=Clock(), liveness=lambda n: alive.get(n, False))
+    Remote(rep, A).put(desc("a1", user="ann", rooms=("lobby",)))
+    b = Remote(rep, B)
+    b.put(desc("b1", "B", user="ann", rooms=("lobby",)))
+    b.put(desc("b2", "B", user="bob", rooms=("lobby",)))
+    alive[B] = False  # the membership says B died
+    down = rep.liveness_changed(B, False)
+    assert users(down) == [("bob", False, "B", 0)]  # ann is still on A
+    assert rooms(down) == {"lobby": ([], ["b1", "b2"])}
+    alive[B] = True
+    up = rep.liveness_changed(B, True)
+    assert users(up) == [("bob", True, "B", 1)]
+    assert rooms(up) == {"lobby": (["b1", "b2"], [])}
+    assert rep.liveness_changed(C, True) is NO_CHANGE  # nothing known of C
+    assert rep.liveness_changed(A, False) is NO_CHANGE  # this node is always alive
+
+
+def test_a_dead_node_heard_again_brings_its_whole_slice_back() -> None:
+    rep, clock = make()
+    w = LocalSlice(B)
+    rep.apply(w.put(desc("b1", "B", user="bob", rooms=("r",))))
+    clock.advance(TTL + 1)
+    back = rep.apply(w.put(desc("b2", "B", user="cat")))  # its first word after the silence
+    assert users(back.diff) == [("bob", True, "B", 1), ("cat", True, "B", 1)]
+    assert rooms(back.diff) == {"r": (["b1"], [])}
+    clock.advance(TTL + 1)
+    stale = rep.apply(w.put(desc("b3", "B")))
+    assert stale.applied and users(stale.diff) == [("bob", True, "B", 1), ("cat", True, "B", 1)]
+
+
+def test_changes_to_a_dead_nodes_slice_are_silent() -> None:
+    alive = {B: True}
+    rep = PresenceReplica(A, clock=Clock(), liveness=lambda n: alive.get(n, False))
+    w = LocalSlice(B)
+    rep.apply(w.put(desc("b1", "B", user="bob")))
+    alive[B] = False
+    u = rep.apply(w.put(desc("b2", "B", user="cat")))
+    assert u.applied and not u.diff
+    assert not rep.apply_snapshot(Snapshot("B", 5, [desc("b9", "B", user="dan")])).diff

@@ -61,6 +61,8 @@ EXPECTED_ALL = {
     "request",
     "server_request",
     "topic",
+    # cluster
+    "ClusterTiming",
 }
 
 PURE_MODULES = [
@@ -73,9 +75,13 @@ PURE_MODULES = [
     "superline_zmq.names",
     "superline_zmq.requests",
     "superline_zmq.session",
-    "superline_zmq.presence",
     "superline_zmq.envelope",
     "superline_zmq.transport",
+    "superline_zmq.gossip",
+    "superline_zmq.membership",
+    "superline_zmq.presence",
+    "superline_zmq.probes",
+    "superline_zmq.timing",
 ]
 
 

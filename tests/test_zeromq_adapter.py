@@ -24,6 +24,7 @@ from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, ZeroMQAdapter, zeromq_ad
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
 from superline_zmq.testing.conformance import AdapterConformance, Node
+from superline_zmq.timing import ClusterTiming
 
 #: Fast gossip for these tests (a crash is noticed after ttl).
 FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "ttl": 0.5}
@@ -493,3 +494,24 @@ def desc(node: NodeId, seq: int, user: str, rooms: tuple[str, ...] = ()) -> Conn
     return ConnDescriptor(
         id=make_conn_id(node, seq), role="user", node_id=node, connected_at=time.time(), user_id=user, rooms=rooms
     )
+
+
+async def test_a_forgotten_peer_is_probed_at_its_router_until_something_answers(
+    make_peer: MakePeer, raw: Any
+) -> None:
+    # Re-probing heals partitions: once a forgets b, it keeps saying hello at b's ROUTER
+    # endpoint (a short-lived DEALER per probe), whoever listens there now.
+    fast = ClusterTiming(heartbeat_interval=0.05, ttl=0.3, forget_after=0.6, reprobe_initial=0.05, reprobe_max=0.2)
+    a = await make_peer(timing=fast)
+    b = await make_peer(a.router, timing=fast)
+    await eventually(lambda: a.adapter.is_alive(b.id))
+    endpoint = b.router
+    await b.adapter.simulate_crash()
+    await eventually(lambda: b.id not in a.adapter.members(), 5.0)  # forgotten
+    listener = raw(zmq.ROUTER)
+    listener.bind(endpoint)  # something new listens where b was
+    _, kind, sender, target, payload = await recv(listener)
+    assert (kind, sender, target) == (b"g", a.id.encode(), b"")  # no target: whoever is there
+    hello = g.decode(payload)
+    assert isinstance(hello, g.Hello) and hello.node == a.id and hello.addr == a.adapter.endpoints
+    assert a.stat("hellos") >= 1 and a.stat("gossip_probes") >= 1  # (a may have probed before we bound)

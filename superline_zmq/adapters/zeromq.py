@@ -1,9 +1,18 @@
 """The ZeroMQ adapter: a brokerless cluster where every node talks straight to every other.
 
 Start one with :func:`zeromq_adapter`; any existing member's ROUTER endpoint is a seed.
-It runs the same pure gossip state machine as the in-process bus
-(:class:`~superline_zmq.gossip.Gossip`: hello/welcome, beats, numbered presence deltas,
-pulls on a gap, leave on close), with ZeroMQ sockets as the transport.
+Membership and presence are the same pure gossip machine, run by the same driver, as on
+the in-process bus (:class:`~superline_zmq.gossip_driver.GossipDriver` over
+:class:`~superline_zmq.gossip.Gossip`: hello/welcome, beats, numbered presence deltas,
+pulls on a gap, leave on close). This module keeps only the I/O: the sockets below
+implement the driver's link (broadcast on the XPUB, send on a member's DEALER, connect,
+disconnect, and probe: a hello to a seed or a forgotten peer's ROUTER), hand it every
+gossip message received, and confirm subscriptions. Liveness is read through the driver (``is_alive``, ``members``,
+presence), exactly as on the bus.
+
+Timings come from one :class:`~superline_zmq.timing.ClusterTiming` (``timing=``, default
+:meth:`~superline_zmq.timing.ClusterTiming.lan`; ``heartbeat_interval=``/``ttl=``
+override it): the beat, ``ttl``, ``forget_after``, the subscribe waits and the close linger.
 
 Sockets (one :class:`zmq.asyncio.Context`; the adapter owns and terminates it unless you
 pass ``context=``). Every socket has explicit high-water marks (``sndhwm``/``rcvhwm``),
@@ -28,7 +37,8 @@ after ``ttl``) so a half-open TCP connection to a vanished host is torn down by 
   (``EHOSTUNREACH``) until the handshake is done, which would lose the welcome and the
   pulls that immediately follow a hello. A send that would block (the member's queue is
   at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus one
-  DEALER per seed (``SNDHWM`` 1), used only for hellos.
+  DEALER per seed (``SNDHWM`` 1), used only for hellos, and a short-lived DEALER per probe
+  of a forgotten peer (it sends one hello and closes, lingering one beat to deliver it).
 
 Wire format (frames):
 
@@ -56,15 +66,19 @@ channel subscription before it is already in force there; the member then publis
 ``[token, its node id]``, which reaches only the subscriber. ``subscribe`` returns once
 every member current at the call (alive, or known by hearsay and not yet heard from) has
 answered, or has died or left. A member that stays silent is retried with a new token
-every 0.5 s and given up after :attr:`ZeroMQAdapter.subscribe_timeout` seconds (2 s),
+every ``timing.subscribe_retry`` (0.5 s) and given up after
+:attr:`ZeroMQAdapter.subscribe_timeout` seconds (``timing.subscribe_timeout``, 2 s),
 counted in ``subscribe_unconfirmed`` and logged. Members that join later receive the
 subscription when the node connects to them.
 
 **Joining.** :meth:`ZeroMQAdapter.start` sends a hello to every seed (its own endpoint
 excepted) and waits up to ``ttl`` for a welcome; if none comes it carries on as a
 cluster of one and keeps saying hello every ``heartbeat_interval`` until a seed answers.
-It says hello again whenever it has no live member left, so a node whose peers all
-died rejoins through a seed restarted later. A node also says hello to every member it
+It says hello to its seeds every beat whenever it has no live member left, so a node
+whose peers all died rejoins through a seed restarted later; and, with capped, jittered
+backoff (``timing.reprobe_initial`` to ``timing.reprobe_max``), forever — to its seeds
+and to every peer it forgot — so a partition heals by itself once the links return (the
+gossip machine decides when: :mod:`superline_zmq.probes`). A node also says hello to every member it
 learns of by hearsay, so that member connects back at once rather than at the next
 beat. Once welcomed, ``start`` runs the same confirmation the other way round, so the
 node's first publications reach channels its members already hold: it sends each
@@ -75,8 +89,8 @@ The newcomer answers with a marker and the member drops the token. A member sile
 :attr:`ZeroMQAdapter.subscribe_timeout` is given up on (``join_unconfirmed``, logged).
 
 **Leaving.** :meth:`ZeroMQAdapter.close` broadcasts a leave and closes the XPUB and the
-DEALERs with a 200 ms linger so it is flushed; peers drop the node at once. A node that
-dies without leaving is dead to its peers after ``ttl``.
+DEALERs with a linger (``timing.close_linger``, 200 ms) so it is flushed; peers drop the
+node at once. A node that dies without leaving is dead to its peers after ``ttl``.
 
 Ordering: one publisher's messages reach one subscriber in the order published (one
 PUB/SUB connection is FIFO), across channels too.
@@ -87,6 +101,7 @@ just after an unsubscribe); ``direct_sent``, ``direct_received``,
 ``direct_dropped_unknown`` (also as ``dropped_unknown_node``), ``direct_dropped_hwm``,
 ``direct_dropped_error``, ``direct_misrouted``; ``bad_messages`` (every malformed
 message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
+``link_errors`` / ``tick_errors`` (the gossip driver's: a send or a tick raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
 ``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
 ``members``; and the gossip state machine's own, prefixed ``gossip_``.
@@ -103,10 +118,13 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from superline_zmq import gossip as g
 from superline_zmq.adapter import ChannelHandler, DirectHandler
+from superline_zmq.gossip import Addr, GossipPresence
+from superline_zmq.gossip_driver import GossipDriver
 from superline_zmq.ids import NodeId
 from superline_zmq.logs import RateLimitedLog
+from superline_zmq.membership import ALIVE, HEARSAY
+from superline_zmq.timing import ClusterTiming
 
 log = logging.getLogger("superline_zmq.zeromq")
 
@@ -118,10 +136,12 @@ _TOKEN_LEN = 33
 KIND_GOSSIP = b"g"
 KIND_DATA = b"d"
 KIND_SYNC = b"s"
-#: How long close() lets the leave (and queued direct messages) flush.
-CLOSE_LINGER_MS = 200
-#: A silent member is asked again with a fresh token this often while subscribing.
-SUBSCRIBE_RETRY = 0.5
+#: How long close() lets the leave (and queued direct messages) flush, by default
+#: (``ClusterTiming.close_linger``).
+CLOSE_LINGER_MS = int(ClusterTiming.lan().close_linger * 1000)
+#: A silent member is asked again with a fresh token this often while subscribing, by
+#: default (``ClusterTiming.subscribe_retry``).
+SUBSCRIBE_RETRY = ClusterTiming.lan().subscribe_retry
 #: A receive loop yields to the event loop after this many messages in a row.
 _BATCH = 256
 _WILDCARD_HOSTS = ("*", "0.0.0.0", "[::]", "::", "[::0]")
@@ -174,8 +194,9 @@ async def zeromq_adapter(
     seeds: Iterable[str] = (),
     *,
     pub_bind: str | None = None,
-    heartbeat_interval: float = 1.0,
-    ttl: float = 5.0,
+    timing: ClusterTiming | None = None,
+    heartbeat_interval: float | None = None,
+    ttl: float | None = None,
     sndhwm: int = 100_000,
     rcvhwm: int = 100_000,
     context: zmq.asyncio.Context | None = None,
@@ -185,14 +206,17 @@ async def zeromq_adapter(
     ``bind`` is the ROUTER endpoint (port 0 picks a free port); the PUB binds on the
     same host with its own free port unless ``pub_bind`` is given. ``seeds`` are ROUTER
     endpoints of any existing members (none: a cluster of one); a seed that is not up
-    yet is retried until it answers. ``adapter.endpoints`` holds the resolved endpoints
-    as soon as this returns. Raises ``zmq.ZMQError`` if an endpoint cannot be bound and
-    ``ValueError`` on bad arguments.
+    yet is retried until it answers. ``timing`` sets every cluster timing (default
+    :meth:`ClusterTiming.lan`); ``heartbeat_interval`` and ``ttl``, if given, override
+    it. ``adapter.endpoints`` holds the resolved endpoints as soon as this returns.
+    Raises ``zmq.ZMQError`` if an endpoint cannot be bound and ``ValueError`` on bad
+    arguments (timings included).
     """
     return ZeroMQAdapter(
         bind,
         seeds,
         pub_bind=pub_bind,
+        timing=timing,
         heartbeat_interval=heartbeat_interval,
         ttl=ttl,
         sndhwm=sndhwm,
@@ -210,39 +234,41 @@ class ZeroMQAdapter:
 
     name = "zeromq"
 
-    #: How long ``subscribe`` waits for a silent member before giving up on it (seconds).
-    subscribe_timeout = 2.0
-
     def __init__(
         self,
         bind: str = "tcp://127.0.0.1:0",
         seeds: Iterable[str] = (),
         *,
         pub_bind: str | None = None,
-        heartbeat_interval: float = 1.0,
-        ttl: float = 5.0,
+        timing: ClusterTiming | None = None,
+        heartbeat_interval: float | None = None,
+        ttl: float | None = None,
         sndhwm: int = 100_000,
         rcvhwm: int = 100_000,
         context: zmq.asyncio.Context | None = None,
     ) -> None:
-        if not 0 < heartbeat_interval < ttl:
-            raise ValueError(f"need 0 < heartbeat_interval < ttl, got {heartbeat_interval} and {ttl}")
+        base = timing if timing is not None else ClusterTiming.lan()
+        timing = base.override(heartbeat_interval=heartbeat_interval, ttl=ttl)  # ValueError if inconsistent
         if sndhwm < 0 or rcvhwm < 0:
             raise ValueError(f"high-water marks must be >= 0 (0: no limit), got {sndhwm} and {rcvhwm}")
         seeds = [s for s in seeds]
         if not all(isinstance(s, str) and s for s in seeds):
             raise ValueError(f"seeds must be endpoint strings, got {seeds!r}")
-        self.heartbeat_interval = heartbeat_interval
-        self.ttl = ttl
+        #: Every cluster timing this node uses.
+        self.timing = timing
+        self.heartbeat_interval = timing.heartbeat_interval
+        self.ttl = timing.ttl
+        #: How long ``subscribe`` waits for a silent member before giving up on it (seconds).
+        self.subscribe_timeout = timing.subscribe_timeout
         self._sndhwm = sndhwm
         self._rcvhwm = rcvhwm
         self.node: NodeId | None = None
         #: Presence over gossip (available once started).
-        self.presence: g.GossipPresence | None = None
+        self.presence: GossipPresence | None = None
         self._node_b = b""
         self._on_channel: ChannelHandler | None = None
         self._on_direct: DirectHandler | None = None
-        self._gossip: g.Gossip | None = None
+        self._driver: GossipDriver | None = None
         self._channels: set[str] = set()
         self._confirming: dict[str, asyncio.Event] = {}
         self._tokens: dict[bytes, _Confirm] = {}  # tokens our SUB holds -> who waits for markers
@@ -252,9 +278,9 @@ class ZeroMQAdapter:
         self._dealer_sync: dict[NodeId, zmq.Socket[bytes]] = {}  # plain shadows of the member DEALERs
         self._peer_pub: dict[NodeId, str] = {}
         self._pub_refs: dict[str, set[NodeId]] = {}  # pub endpoint -> members reached there
-        self._seed_socks: list[zmq.asyncio.Socket] = []
+        self._seeds: list[str] = []
+        self._seed_socks: dict[str, zmq.asyncio.Socket] = {}  # router endpoint -> DEALER for hellos
         self._tasks: list[asyncio.Task[None]] = []
-        self._joined = asyncio.Event()
         self._closed = False
         self._close_done = asyncio.Event()
         self._rlog = RateLimitedLog(log)
@@ -270,8 +296,10 @@ class ZeroMQAdapter:
             "direct_dropped_error": 0,
             "direct_misrouted": 0,
             "bad_messages": 0,
-            "bad_gossip": 0,
+            "bad_gossip": 0,  # the gossip driver's count, once started
             "handler_errors": 0,
+            "link_errors": 0,
+            "tick_errors": 0,
             "control_dropped_hwm": 0,
             "control_dropped_unknown": 0,
             "hellos": 0,
@@ -301,7 +329,8 @@ class ZeroMQAdapter:
                 sock = self._socket(zmq.DEALER)
                 sock.setsockopt(zmq.SNDHWM, 1)  # at most one hello waits for a seed that is not up
                 sock.connect(seed)
-                self._seed_socks.append(sock)
+                self._seeds.append(seed)
+                self._seed_socks[seed] = sock
         except BaseException:
             for sock in self._all:
                 sock.close(linger=0)
@@ -317,10 +346,10 @@ class ZeroMQAdapter:
 
     def members(self) -> dict[NodeId, bool]:
         """Members this node knows (itself excluded), each with whether it is alive."""
-        gossip = self._gossip
-        if gossip is None or self._closed:
+        driver = self._driver
+        if driver is None or self._closed:
             return {}
-        return {node: gossip.alive(node) for node in gossip.peers}
+        return {node: state is ALIVE for node, state in driver.members().items()}
 
     @property
     def channels(self) -> frozenset[str]:
@@ -332,10 +361,9 @@ class ZeroMQAdapter:
         # the conformance suite's name for direct_dropped_unknown
         stats["dropped_unknown_node"] = stats["direct_dropped_unknown"]
         stats["channels"] = len(self._channels)
-        gossip = self._gossip
-        stats["members"] = len(gossip.peers) if gossip is not None and not self._closed else 0
-        if gossip is not None:
-            stats.update({f"gossip_{k}": v for k, v in gossip.stats.items()})
+        stats["members"] = 0
+        if self._driver is not None:
+            stats.update(self._driver.statistics())
         return stats
 
     # ------------------------------------------------------------------ lifecycle
@@ -348,19 +376,25 @@ class ZeroMQAdapter:
         self._node_b = node.encode()
         self._on_channel = on_channel
         self._on_direct = on_direct
-        self._gossip = g.Gossip(node, self.endpoints, interval=self.heartbeat_interval, ttl=self.ttl)
-        self.presence = g.GossipPresence(self._gossip, self._execute)
+        driver = self._driver = GossipDriver(
+            node,
+            _ZmqLink(self),
+            addr=self.endpoints,
+            timing=self.timing,
+            seeds=[{"router": seed} for seed in self._seeds],
+            logger=log,
+        )
+        self.presence = driver.presence
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._recv_loop(self._router, self._on_router_message, "router")),
             loop.create_task(self._recv_loop(self._sub, self._on_sub_message, "sub")),
             loop.create_task(self._recv_loop(self._pub, self._on_xpub_message, "xpub")),
-            loop.create_task(self._tick_loop()),
         ]
-        if self._seed_socks:
-            self._hello()
+        driver.start()  # the first tick says hello to the seeds (no live member yet)
+        if self._seeds:
             try:
-                await asyncio.wait_for(self._joined.wait(), self.ttl)
+                await asyncio.wait_for(driver.wait_joined(), self.ttl)
             except TimeoutError:
                 self._rlog.log(
                     logging.WARNING,
@@ -407,9 +441,9 @@ class ZeroMQAdapter:
         if self._closed:
             await self._close_done.wait()
             return
-        if self._gossip is not None:
-            self._execute(self._gossip.leave())
-        await self._shutdown(CLOSE_LINGER_MS)
+        if self._driver is not None:
+            await self._driver.close(leave=True)
+        await self._shutdown(int(self.timing.close_linger * 1000))
 
     async def simulate_crash(self) -> None:
         """For tests: stop every task and close every socket without a leave, as a killed process would.
@@ -425,6 +459,8 @@ class ZeroMQAdapter:
             return
         self._closed = True
         try:
+            if self._driver is not None:
+                await self._driver.close(leave=False)  # stops the tick loop (after close()'s leave)
             current = asyncio.current_task()
             tasks = [t for t in (*self._tasks, *self._side_tasks) if t is not current]
             self._tasks = []
@@ -433,7 +469,6 @@ class ZeroMQAdapter:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            self._joined.set()
             for conf in self._tokens.values():
                 conf.event.set()
             for _, conf in self._join_tokens.values():
@@ -530,7 +565,7 @@ class ZeroMQAdapter:
                 return False
             if now >= next_ask:
                 ask(waiting)
-                next_ask = now + SUBSCRIBE_RETRY
+                next_ask = now + self.timing.subscribe_retry
             conf.event.clear()
             try:
                 await asyncio.wait_for(conf.event.wait(), min(next_ask, deadline) - now)
@@ -540,16 +575,14 @@ class ZeroMQAdapter:
 
     def _awaitable(self, node: NodeId) -> bool:
         """A member whose marker is worth waiting for: connected, and alive or not yet heard."""
-        gossip = self._gossip
-        if gossip is None or node not in gossip.peers or node not in self._peer_pub:
-            return False
-        return gossip.alive(node) or not gossip.replica.known(node)
+        driver = self._driver
+        return driver is not None and node in self._peer_pub and driver.liveness(node) in (ALIVE, HEARSAY)
 
     def _awaited_members(self) -> set[NodeId]:
-        gossip = self._gossip
-        if gossip is None:
+        driver = self._driver
+        if driver is None:
             return set()
-        return {n for n in gossip.peers if self._awaitable(n)}
+        return {n for n in driver.members() if self._awaitable(n)}
 
     async def unsubscribe(self, channel: str) -> None:
         if channel not in self._channels:
@@ -578,8 +611,7 @@ class ZeroMQAdapter:
 
     # ------------------------------------------------------------------ direct messages
     def send(self, node: NodeId, data: bytes) -> bool:
-        gossip = self._gossip
-        if gossip is None or self._closed or not gossip.alive(node):
+        if not self.is_alive(node):
             return self._drop_unknown(node)
         if node == self.node:  # to ourselves: delivered from the event loop, like any other
             asyncio.get_running_loop().call_soon(self._deliver_direct, node, data)
@@ -611,8 +643,8 @@ class ZeroMQAdapter:
             self._on_direct(sender, data)
 
     def is_alive(self, node: NodeId) -> bool:
-        gossip = self._gossip
-        return gossip is not None and not self._closed and gossip.alive(node)
+        driver = self._driver
+        return driver is not None and not self._closed and driver.alive(node)
 
     # ------------------------------------------------------------------ sending
     def _socket(self, kind: int) -> zmq.asyncio.Socket:
@@ -656,39 +688,54 @@ class ZeroMQAdapter:
             self._stats["control_dropped_hwm"] += 1
             self._rlog.log(logging.WARNING, "control", "dropped a %s: %s", what, _why(err))
 
-    def _hello(self) -> None:
-        if self._gossip is None or self._closed:
+    def _probe(self, addr: Addr, data: bytes) -> None:
+        """A hello to whatever listens at ``addr``'s ROUTER: a seed (its standing DEALER), or a
+        forgotten peer (a DEALER that sends once and closes, lingering a beat to deliver)."""
+        endpoint = addr.get("router")
+        if self._closed or not endpoint or endpoint == self._endpoints["router"]:
             return
-        hello = self._gossip.hello()
-        for sock in self._seed_socks:
-            self._stats["hellos"] += 1
+        frames = [KIND_GOSSIP, self._node_b, b"", data]  # no target: whoever is there now answers
+        self._stats["hellos"] += 1
+        seed = self._seed_socks.get(endpoint)
+        if seed is not None:
             # Again: a hello is already waiting for this seed to come up; that one will do
-            self._try_send(sock, [KIND_GOSSIP, self._node_b, b"", hello])
+            self._try_send(seed, frames)
+            return
+        sock = self._ctx.socket(zmq.DEALER)
+        try:
+            sock.setsockopt(zmq.SNDHWM, 1)
+            if self._ipv6:
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.connect(endpoint)
+            self._try_send(sock, frames)
+        except zmq.ZMQError as exc:
+            self._bad("addr", "cannot probe %r: %s", endpoint, exc)
+        finally:
+            sock.close(linger=max(1, int(self.timing.heartbeat_interval * 1000)))
 
-    # ------------------------------------------------------------------ gossip
-    def _execute(self, actions: list[g.Action]) -> None:
-        if self._closed or self._gossip is None:
-            return  # closed or crashed: a dead node says nothing
-        for action in actions:
-            try:
-                if isinstance(action, g.Broadcast):
-                    self._send_control(self._pub, [GOSSIP_TOPIC, action.data], "gossip broadcast")
-                elif isinstance(action, g.Send):
-                    dealer = self._dealer_sync.get(action.node)
-                    if dealer is None:
-                        self._stats["control_dropped_unknown"] += 1
-                        log.debug("no route to %s for a gossip message", action.node)
-                    else:
-                        frames = [KIND_GOSSIP, self._node_b, action.node.encode(), action.data]
-                        self._send_control_now(dealer, frames, f"gossip message to {action.node}")
-                elif isinstance(action, g.Connect):
-                    self._connect(action.node, action.addr)
-                else:
-                    self._disconnect(action.node)
-            except Exception as exc:
-                self._rlog.log(logging.ERROR, "execute", "failed to carry out %r: %r", action, exc)
+    # ------------------------------------------------------------------ gossip (the driver's link)
+    def _gossip_broadcast(self, data: bytes) -> None:
+        if not self._closed:
+            self._send_control(self._pub, [GOSSIP_TOPIC, data], "gossip broadcast")
 
-    def _connect(self, node: NodeId, addr: g.Addr) -> None:
+    def _gossip_send(self, node: NodeId, data: bytes) -> bool:
+        if self._closed:
+            return False
+        dealer = self._dealer_sync.get(node)
+        if dealer is None:
+            self._stats["control_dropped_unknown"] += 1
+            log.debug("no route to %s for a gossip message", node)
+            return False
+        err = _try_send_now(dealer, [KIND_GOSSIP, self._node_b, node.encode(), data])
+        if err is not None:
+            self._stats["control_dropped_hwm"] += 1
+            self._rlog.log(logging.WARNING, "control", "dropped a gossip message to %s: %s", node, _why(err))
+            return False
+        return True
+
+    def _connect(self, node: NodeId, addr: Addr) -> None:
+        if self._closed:
+            return
         pub, router = addr.get("pub"), addr.get("router")
         if not pub or not router or pub == self._endpoints["pub"] or router == self._endpoints["router"]:
             self._bad("addr", "member %s has an unusable address %r", node, addr)
@@ -712,9 +759,9 @@ class ZeroMQAdapter:
         # Member DEALERs only ever send, so they are driven through a plain shadow socket:
         # no Future per message. (Never do this on a socket something also receives on.)
         sync = self._dealer_sync[node] = zmq.Socket.shadow(dealer.underlying)
-        if self._gossip is not None:
+        if self._driver is not None:
             # first-hand news of us: the member connects back now, not at the next beat
-            hello = self._gossip.hello()
+            hello = self._driver.hello()
             self._send_control_now(sync, [KIND_GOSSIP, self._node_b, node.encode(), hello], f"hello to {node}")
 
     def _disconnect(self, node: NodeId) -> None:
@@ -739,32 +786,12 @@ class ZeroMQAdapter:
         for _, conf in self._join_tokens.values():
             conf.event.set()
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            gossip = self._gossip
-            if gossip is None or self._closed:
-                return
-            try:
-                self._execute(gossip.tick())
-                if self._seed_socks and not any(gossip.alive(n) for n in gossip.peers):
-                    self._hello()
-            except Exception as exc:
-                self._rlog.log(logging.ERROR, "tick", "gossip tick failed: %r", exc)
-
     def _gossip_in(self, data: bytes) -> None:
-        gossip = self._gossip
-        if gossip is None or self._closed:
+        driver = self._driver
+        if driver is None or self._closed:
             return
-        try:
-            actions = gossip.receive(data)
-        except Exception as exc:  # GossipError, or anything a hostile message provokes
-            self._stats["bad_gossip"] += 1
-            self._bad("gossip", "dropped a gossip message: %s", exc)
-            return
-        self._execute(actions)
-        if not self._joined.is_set() and any(gossip.alive(n) for n in gossip.peers):
-            self._joined.set()
+        if not driver.receive(data):  # malformed: the driver counted bad_gossip and logged it
+            self._stats["bad_messages"] += 1
 
     # ------------------------------------------------------------------ receiving
     async def _recv_loop(self, sock: zmq.asyncio.Socket, handle: Callable[[list[bytes]], None], what: str) -> None:
@@ -932,3 +959,25 @@ def _try_send_now(sock: zmq.Socket[bytes], frames: list[bytes]) -> zmq.ZMQError 
     except zmq.ZMQError as exc:  # zmq.Again: the queue is at its high-water mark
         return exc
     return None
+
+
+class _ZmqLink:
+    """The gossip driver's link: the adapter's XPUB, member DEALERs and connections."""
+
+    def __init__(self, adapter: ZeroMQAdapter) -> None:
+        self._adapter = adapter
+
+    def broadcast(self, data: bytes) -> None:
+        self._adapter._gossip_broadcast(data)
+
+    def send(self, node: NodeId, data: bytes) -> bool:
+        return self._adapter._gossip_send(node, data)
+
+    def connect(self, node: NodeId, addr: Addr) -> None:
+        self._adapter._connect(node, addr)
+
+    def disconnect(self, node: NodeId) -> None:
+        self._adapter._disconnect(node)
+
+    def probe(self, node: NodeId | None, addr: Addr, data: bytes) -> None:
+        self._adapter._probe(addr, data)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import superline_zmq
+from superline_zmq.timing import ClusterTiming
 
 #: How nodes find each other: every node seeds with node 0 (``"first"``), or node k with node k-1.
 SeedMode = Literal["first", "chain"]
@@ -161,15 +162,21 @@ class Node:
 
 
 class LocalCluster:
-    """N node processes of one app linked by the ZeroMQ adapter; see :func:`local_cluster`."""
+    """N node processes of one app linked by the ZeroMQ adapter; see :func:`local_cluster`.
+
+    ``timing`` is every node's :class:`~superline_zmq.ClusterTiming` (default
+    :meth:`ClusterTiming.local`: beat 0.2 s, dead after 1 s); ``heartbeat_interval`` and
+    ``ttl``, if given, override it.
+    """
 
     def __init__(
         self,
         app: str,
         nodes: int = 3,
         *,
-        heartbeat_interval: float = 0.2,
-        ttl: float = 1.0,
+        timing: ClusterTiming | None = None,
+        heartbeat_interval: float | None = None,
+        ttl: float | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         ready_timeout: float = 20.0,
@@ -193,8 +200,11 @@ class LocalCluster:
             raise ValueError(f"host {host!r} is not a loopback address; pass allow_remote=True to use it")
         self.app = app
         self.size = nodes
-        self.heartbeat_interval = heartbeat_interval
-        self.ttl = ttl
+        base = timing if timing is not None else ClusterTiming.local()
+        #: The timings every node runs with (passed to each as ``--timing``).
+        self.timing = base.override(heartbeat_interval=heartbeat_interval, ttl=ttl)
+        self.heartbeat_interval = self.timing.heartbeat_interval
+        self.ttl = self.timing.ttl
         self.env = dict(env or {})
         self.cwd = None if cwd is None else str(cwd)
         self.ready_timeout = ready_timeout
@@ -433,10 +443,8 @@ class LocalCluster:
             host_port(self.host, ws_port),
             "--bind",
             bind or f"tcp://{host_port(zhost, 0)}",
-            "--heartbeat-interval",
-            repr(self.heartbeat_interval),
-            "--ttl",
-            repr(self.ttl),
+            "--timing",
+            self.timing.to_spec(),
             "--json",
             "--watch-parent",
             str(os.getpid()),
@@ -590,8 +598,9 @@ async def local_cluster(
     app: str,
     nodes: int = 3,
     *,
-    heartbeat_interval: float = 0.2,
-    ttl: float = 1.0,
+    timing: ClusterTiming | None = None,
+    heartbeat_interval: float | None = None,
+    ttl: float | None = None,
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     ready_timeout: float = 20.0,
@@ -614,6 +623,7 @@ async def local_cluster(
     cluster = LocalCluster(
         app,
         nodes,
+        timing=timing,
         heartbeat_interval=heartbeat_interval,
         ttl=ttl,
         env=env,
