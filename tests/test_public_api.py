@@ -68,6 +68,8 @@ PURE_MODULES = [
     "superline_zmq.validation",
     "superline_zmq.ids",
     "superline_zmq.logs",
+    "superline_zmq.requests",
+    "superline_zmq.client_session",
 ]
 
 
