@@ -532,3 +532,6 @@ def test_the_session_imports_no_io_no_event_loop_and_no_clock() -> None:
     # logging imports time, so the clock is checked in the source: time only comes in as `now`
     assert _imports("client_session") & {"time", "datetime", "asyncio", "random"} == set()
 
+
+def test_the_client_driver_reaches_the_network_only_through_the_transport() -> None:
+    assert "websockets" not in _imports("client")
