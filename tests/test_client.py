@@ -1,12 +1,16 @@
-"""The asyncio client: events, topics, timeouts, cancellation, reconnect, close, serializers."""
+"""The asyncio client: events, topics, timeouts, cancellation, reconnect, hooks, close, serializers, TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,8 +18,10 @@ import pytest
 from contract_app import Greet, Greeting, Notice, Price, api, build_server
 from helpers import DEFAULT_TIMEOUT, eventually, url_for
 from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import serve as ws_serve
 
 from superline_zmq import Auth, Backoff, Client, Conn, Handshake, SocketError, connect
+from superline_zmq.transport import ConnectError
 
 
 async def _conn_of(srv: Any) -> Conn:
@@ -431,3 +437,178 @@ async def test_msgpack_client_against_json_server_does_not_crash(server: Any) ->
         assert client.statistics()["bad_frames"] >= 1
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------- hooks (issue 16)
+async def test_on_disconnect_and_on_reconnect_hooks(make_server: Any, make_client: Any) -> None:
+    refuse = False
+
+    def authenticate(hs: Handshake) -> Auth:
+        if refuse:
+            raise PermissionError("come back later")
+        return Auth(hs.query["role"])
+
+    srv = await make_server(authenticate=authenticate)
+    seen: list[Any] = []
+    rejoined: list[Any] = []
+
+    async def on_reconnect() -> None:
+        # runs once queued calls are flushed and topics re-sent: an app re-joins rooms here
+        stats = client.statistics()
+        seen.append(("reconnect", stats["queued"], stats["subs_sent"]))
+        rejoined.append(await client.call("greet", Greet("rejoin")))
+
+    def on_disconnect(code: int | None) -> None:
+        seen.append(("disconnect", code))
+
+    client = await make_client(srv, on_reconnect=on_reconnect, on_disconnect=on_disconnect)
+    await client.subscribe("prices", print).ready
+    assert seen == []  # the first open is not a reconnect
+    refuse = True
+    (await _conn_of(srv)).terminate()
+    await eventually(lambda: seen == [("disconnect", 1006)])
+    queued = asyncio.ensure_future(client.call("greet", Greet("queued"), timeout=10))
+    await eventually(lambda: client.statistics()["queued"] == 1)
+    refuse = False
+    assert await asyncio.wait_for(queued, 5) == Greeting("hello queued")
+    await eventually(lambda: rejoined)
+    assert rejoined == [Greeting("hello rejoin")]
+    assert seen == [("disconnect", 1006), ("reconnect", 0, 2)]
+    assert srv.app.calls == [("greet", Greet("queued")), ("greet", Greet("rejoin"))]
+    stats = client.statistics()
+    assert (stats["opens"], stats["reconnects"], stats["disconnects"]) == (2, 1, 1)
+    # closing the client ourselves is not a disconnect to report
+    await client.close()
+    assert seen == [("disconnect", 1006), ("reconnect", 0, 2)]
+
+
+async def test_raising_hooks_go_to_on_error_and_the_client_keeps_reconnecting(server: Any, make_client: Any) -> None:
+    reported: list[BaseException] = []
+
+    def on_disconnect(code: int | None) -> None:
+        raise RuntimeError(f"disconnect hook broke ({code})")
+
+    async def on_reconnect() -> None:
+        raise RuntimeError("reconnect hook broke")
+
+    client = await make_client(server, on_error=reported.append, on_disconnect=on_disconnect, on_reconnect=on_reconnect)
+    dropped: list[Conn] = []
+    for n in (2, 3):
+        (conn, *_) = await eventually(lambda: [c for c in server.connections if c not in dropped])
+        conn.terminate()
+        dropped.append(conn)
+
+        def back(n: int = n) -> bool:
+            return client.opens == n and client.connected and len(reported) == 2 * (n - 1)
+
+        await eventually(back)
+    assert sorted(map(str, reported)) == ["disconnect hook broke (1006)"] * 2 + ["reconnect hook broke"] * 2
+    assert await client.call("greet", Greet("still")) == Greeting("hello still")
+
+
+async def test_reconnect_false_reports_the_drop_and_never_reconnects(server: Any, make_client: Any) -> None:
+    seen: list[Any] = []
+    client = await make_client(
+        server, reconnect=False, on_disconnect=seen.append, on_reconnect=lambda: seen.append("reconnect")
+    )
+    (await _conn_of(server)).terminate()
+    await eventually(lambda: seen == [1006])
+    await eventually(lambda: not client.connected)
+    assert client.opens == 1 and seen == [1006]
+
+
+# ---------------------------------------------------------------- offline queue bound
+async def test_calls_beyond_max_queued_fail_at_once_while_offline(make_server: Any, make_client: Any) -> None:
+    refuse = False
+
+    def authenticate(hs: Handshake) -> Auth:
+        if refuse:
+            raise PermissionError("come back later")
+        return Auth(hs.query["role"])
+
+    srv = await make_server(authenticate=authenticate)
+    client = await make_client(srv, max_queued=1)
+    assert client.max_queued == 1
+    refuse = True
+    (await _conn_of(srv)).terminate()
+    await eventually(lambda: not client.connected)
+    first = asyncio.ensure_future(client.call("greet", Greet("one"), timeout=10))
+    await eventually(lambda: client.statistics()["queued"] == 1)
+    with pytest.raises(SocketError) as info:
+        await client.call("greet", Greet("two"))
+    assert info.value.code == "DISCONNECTED"
+    assert "queue is full (1 calls waiting)" in info.value.message
+    assert client.statistics()["calls_queue_full"] == 1
+    refuse = False
+    assert await asyncio.wait_for(first, 5) == Greeting("hello one")
+    assert srv.app.calls == [("greet", Greet("one"))]
+
+
+# ---------------------------------------------------------------- close
+async def test_close_leaves_nothing_running(server: Any, make_client: Any) -> None:
+    started = asyncio.Event()
+
+    async def slow_callback(_: Notice) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    client = await make_client(server)
+    client.on("notice", slow_callback)
+    (await _conn_of(server)).emit("notice", Notice("x"))
+    await asyncio.wait_for(started.wait(), 5)
+    call = asyncio.ensure_future(client.call("block", timeout=60))  # arms the timer
+    await eventually(lambda: server.app.blocked == 1)
+    assert client.statistics()["tasks"] == 1
+    await client.close()
+    assert client.statistics()["tasks"] == 0
+    with pytest.raises(SocketError, match="DISCONNECTED"):
+        await call
+
+    def ours(task: asyncio.Task[Any]) -> bool:
+        name = task.get_coro().__qualname__  # type: ignore[union-attr]
+        return name.split(".")[0] in ("Client", "WsLink") or "slow_callback" in name
+
+    assert [t for t in asyncio.all_tasks() if ours(t)] == []
+    assert client.statistics()["connected"] == 0
+
+
+# ---------------------------------------------------------------- TLS
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (openssl CLI; skipped without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_wss_with_the_ssl_option(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    srv = build_server()
+    await srv.start()
+    try:
+        async with ws_serve(
+            srv.handler, "127.0.0.1", 0, process_request=srv.process_request, ssl=server_ctx, ping_interval=None
+        ) as tls_server:
+            port = tls_server.sockets[0].getsockname()[1]
+            url = f"wss://127.0.0.1:{port}/"
+            async with await connect(api, url, role="user", ssl=client_ctx, reconnect=False) as client:
+                assert await client.call("greet", Greet("tls")) == Greeting("hello tls")
+            # without our context the self-signed certificate is refused: the option is what made it work
+            with pytest.raises(SocketError) as info:
+                await connect(api, url, role="user", reconnect=False, open_timeout=DEFAULT_TIMEOUT)
+            assert info.value.code == "DISCONNECTED"
+            assert isinstance(info.value.__cause__, ConnectError)
+    finally:
+        srv.app.release.set()
+        await srv.close()
