@@ -140,6 +140,8 @@ class Client:
         on_reconnect: Callable[[], Any] | None = None,
         on_disconnect: Callable[[int | None], Any] | None = None,
     ) -> None:
+        if ssl is not None and urlsplit(url).scheme != "wss":
+            raise ValueError(f"ssl= needs a wss:// URL, got {url!r}")
         self._session: ClientSession[_Waiter] = ClientSession(
             contract, role, serializer=serializer, reconnect=reconnect, max_queued=max_queued
         )
@@ -257,6 +259,11 @@ class Client:
                     break
                 await asyncio.sleep(self.backoff.delay(attempt, self._rng))
                 attempt += 1
+        except Exception as exc:  # a bad URL or a bug: fail connect() or report it, never vanish
+            err = SocketError(ErrorCode.DISCONNECTED, f"cannot connect to {self.url}: {exc!r}")
+            err.__cause__ = exc
+            if not self._fail_first(err):
+                self._report(exc)
         finally:
             self._apply(self._session.close("Connection closed"))
 

@@ -316,6 +316,16 @@ async def test_connect_to_a_closed_port_with_reconnect_gives_up_at_open_timeout(
     assert 0.25 < time.monotonic() - started < 3
 
 
+async def test_a_bad_url_fails_connect_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(SocketError) as info:
+        await connect(api, "http://127.0.0.1:1/", role="user", open_timeout=5)
+    assert info.value.code == "DISCONNECTED" and info.value.__cause__ is not None
+    assert time.monotonic() - started < 2  # not after open_timeout
+    with pytest.raises(ValueError, match="ssl= needs a wss:// URL"):
+        Client(api, "ws://127.0.0.1:1/", role="user", ssl=ssl.create_default_context())
+
+
 # ---------------------------------------------------------------- backoff
 def test_backoff_delay_is_within_full_jitter_bounds() -> None:
     rng = random.Random(1234)
