@@ -1,10 +1,26 @@
 """The asyncio client: typed calls, events, topics and server requests, with reconnect.
 
-Theory of operation. One supervisor task owns the WebSocket: it connects, reads frames
-until the connection drops, then sleeps an exponential backoff with full jitter and
-connects again. Calls made while disconnected are queued and flushed, in id order, on the
-next open; calls already sent when the connection drops reject ``DISCONNECTED`` (the
-server may or may not have run them); topic subscriptions are sent again on every open.
+Theory of operation. Every protocol decision (ids, the offline queue, re-subscribing,
+answers to server requests, timeouts) is made by a pure
+:class:`~superline_zmq.client_session.ClientSession`; this module only pumps it, the way
+websockets' asyncio ``Connection`` pumps its sans-I/O ``Protocol``:
+
+- one **supervisor** task owns the network: it opens a connection through the transport
+  seam (:func:`superline_zmq.transport.ws.connect`), tells the session
+  (``connected``), sends what it returns, lets the connection's reader feed every
+  message to ``session.receive`` until the connection ends, tells the session
+  (``disconnected``), then sleeps an exponential backoff with full jitter (an injected
+  :class:`random.Random`) and starts over;
+- **one timer** (``loop.call_at``) sleeps until the session's ``next_deadline()`` and
+  then calls ``expire`` — not one ``asyncio.timeout`` per call;
+- a call's **waiter is a future** stored in the session's request table: the session
+  says which future to settle and how, this module settles it;
+- event and topic **callbacks**, server-request **handlers** and the ``on_reconnect`` /
+  ``on_disconnect`` **hooks** run here; the async ones run as tasks the client owns, and
+  whatever they raise goes to ``on_error`` (the supervisor never dies of it).
+
+:meth:`Client.close` closes the connection, stops the supervisor, the timer and every
+task it owns: nothing keeps running.
 """
 
 from __future__ import annotations
@@ -14,28 +30,36 @@ import contextlib
 import inspect
 import logging
 import random
+import ssl as ssl_module
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-import msgspec
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.asyncio.server import broadcast
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from superline_zmq import wire
+from superline_zmq.client_session import (
+    Action,
+    Ask,
+    Callback,
+    ClientSession,
+    Deliver,
+    Reject,
+    Report,
+    Resolve,
+    Send,
+    State,
+)
 from superline_zmq.contract import Contract, Entry, Request, Surface
 from superline_zmq.errors import ErrorCode, SocketError
-from superline_zmq.validation import validation_error
+from superline_zmq.transport import ConnectError
+from superline_zmq.transport import ws as ws_transport
 
 log = logging.getLogger("superline_zmq.client")
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
-Callback = Callable[[Any], Any]
+_Waiter = asyncio.Future[Any]
 
 
 @dataclass(frozen=True)
@@ -50,22 +74,6 @@ class Backoff:
         """The delay before retry number ``attempt`` (0-based)."""
         # Past ~64 doublings the cap has long won; clamping keeps float ** from overflowing.
         return rng.uniform(0.0, min(self.cap, self.base * self.factor ** min(attempt, 64)))
-
-
-@dataclass
-class _Call:
-    name: str
-    future: asyncio.Future[Any]
-    decoder: wire.Decoder[Any]
-    data: bytes
-    sent: bool = False
-
-
-@dataclass
-class _TopicState:
-    callbacks: list[Callback] = field(default_factory=list)
-    ready: asyncio.Future[None] | None = None
-    decoder: wire.Decoder[Any] | None = None
 
 
 class Subscription:
@@ -83,8 +91,34 @@ class Subscription:
         self._client._unsubscribe(self.topic, self._callback)
 
 
+class _Reader:
+    """The transport's :class:`~superline_zmq.transport.MessageHandler` for one connection."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def on_message(self, data: bytes | str, /) -> None:
+        self._client._receive(data)
+
+    def on_close(self, code: int | None, /) -> None:
+        pass  # the supervisor learns of it from wait_closed()
+
+
 class Client:
-    """A superline.v1 client. Create it with :func:`connect`."""
+    """A superline.v1 client. Create it with :func:`connect`.
+
+    Options (keyword arguments of :func:`connect`): ``params`` (query parameters of the
+    handshake), ``serializer``, ``reconnect``, ``timeout`` (default per call, seconds;
+    ``None`` or 0: none), ``backoff``, ``open_timeout``, ``max_message_size`` (inbound,
+    bytes; ``None``: no limit), ``max_queued`` (calls that may wait for a connection;
+    beyond it a call fails ``DISCONNECTED`` at once), ``ssl`` (an
+    :class:`ssl.SSLContext` for ``wss://``), ``rng`` (jitter), ``on_error`` (gets what
+    callbacks, handlers and hooks raise), ``on_reconnect()`` (after every re-open, once
+    queued calls and subscriptions are sent again) and ``on_disconnect(code)`` (each time
+    an open connection drops; not after :meth:`close`). Hooks may be sync or async.
+    """
 
     def __init__(
         self,
@@ -99,46 +133,88 @@ class Client:
         backoff: Backoff = Backoff(),
         open_timeout: float = 10.0,
         max_message_size: int | None = 16 * 1024 * 1024,
+        max_queued: int = 1000,
+        ssl: ssl_module.SSLContext | None = None,
         rng: random.Random | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
+        on_reconnect: Callable[[], Any] | None = None,
+        on_disconnect: Callable[[int | None], Any] | None = None,
     ) -> None:
-        if role not in contract.own:
-            raise ValueError(f"role {role!r} is not in the contract (roles: {', '.join(contract.roles)})")
+        if ssl is not None and urlsplit(url).scheme != "wss":
+            raise ValueError(f"ssl= needs a wss:// URL, got {url!r}")
+        self._session: ClientSession[_Waiter] = ClientSession(
+            contract, role, serializer=serializer, reconnect=reconnect, max_queued=max_queued
+        )
         self.contract = contract
         self.role = role
-        self.surface: Surface = contract.surface(role)
+        self.surface: Surface = self._session.surface
         self.url = _with_query(url, {**(params or {}), "role": role})
-        self.serializer = wire.get_serializer(serializer)
-        self._encode = self.serializer.encode
-        self._null = self.serializer.null()
-        self._text = self.serializer.text
-        self._frame_decoder: wire.Decoder[wire.ServerFrame] = self.serializer.decoder(wire.ServerFrame)
-        self.reconnect = reconnect
+        self.serializer = self._session.serializer
         self.timeout = timeout
         self.backoff = backoff
         self.open_timeout = open_timeout
         self.max_message_size = max_message_size
+        self.ssl = ssl
         self._rng = rng or random.Random()
         self._on_error = on_error
-        self._seq = 0
-        self._calls: dict[int, _Call] = {}
-        self._sub_acks: dict[int, str] = {}
-        self._topics: dict[str, _TopicState] = {}
-        self._events: dict[str, list[Callback]] = {}
-        self._event_decoders = {n: self.serializer.decoder(e.payload) for n, e in self.surface.events.items()}
-        self._handlers: dict[str, Callable[[Any], Any]] = {}
-        self._decoders: dict[int, wire.Decoder[Any]] = {}
-        self._ws: ClientConnection | None = None
-        self._opened: asyncio.Event = asyncio.Event()
+        self._on_reconnect = on_reconnect
+        self._on_disconnect = on_disconnect
+        self._link: ws_transport.WsLink | None = None
+        self._opened = asyncio.Event()
         self._released = asyncio.Event()
-        self._closed = False
+        self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._first: asyncio.Future[None] | None = None
-        #: The latest ``env`` value the server sent (``None`` if none).
-        self.env: Any = None
-        #: Times the connection opened (1 after the first connect).
-        self.opens = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._connect_attempts = 0
+        self._connect_failures = 0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def reconnect(self) -> bool:
+        """Reconnect after the connection drops."""
+        return self._session.reconnect
+
+    @reconnect.setter
+    def reconnect(self, value: bool) -> None:
+        self._session.reconnect = value
+
+    @property
+    def max_queued(self) -> int:
+        """Most calls that may wait for a connection."""
+        return self._session.max_queued
+
+    @property
+    def env(self) -> Any:
+        """The latest ``env`` value the server sent (``None`` if none)."""
+        return self._session.env
+
+    @property
+    def opens(self) -> int:
+        """Times the connection opened (1 after the first connect)."""
+        return self._session.opens
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open."""
+        return self._session.state is State.OPEN
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """Topics with local callbacks (subscribed again on every open)."""
+        return self._session.topics
+
+    def statistics(self) -> dict[str, int]:
+        """Counters and gauges: calls (sent, answered, timed out, rejected …), ``queued`` and
+        ``pending`` now, frames in and out, bad frames, opens and reconnects, connect
+        attempts, and the ``tasks`` (callbacks, handlers, hooks) running. Never blocks."""
+        stats = self._session.statistics()
+        stats["connect_attempts"] = self._connect_attempts
+        stats["connect_failures"] = self._connect_failures
+        stats["tasks"] = len(self._tasks)
+        return stats
 
     # ------------------------------------------------------------------ lifecycle
     async def _start(self) -> None:
@@ -158,95 +234,128 @@ class Client:
             raise
 
     async def _run(self) -> None:
+        """The supervisor: connect, serve the connection, back off, again."""
         attempt = 0
-        while not self._closed:
+        try:
+            while not self._closed():
+                self._connect_attempts += 1
+                try:
+                    link = await self._open_link()
+                except ConnectError as exc:
+                    self._connect_failures += 1
+                    refused = exc.status is not None
+                    code = ErrorCode.UNAUTHORIZED if exc.status in (401, 403) else ErrorCode.DISCONNECTED
+                    err = SocketError(code, str(exc))
+                    err.__cause__ = exc
+                    if refused:
+                        if not self._fail_first(err):
+                            log.warning("reconnect refused: HTTP %s", exc.status)
+                    elif not self.reconnect:
+                        self._fail_first(err)
+                else:
+                    attempt = 0
+                    await self._serve(link)
+                if not self.reconnect or self._closed():
+                    break
+                await asyncio.sleep(self.backoff.delay(attempt, self._rng))
+                attempt += 1
+        except Exception as exc:  # a bad URL or a bug: fail connect() or report it, never vanish
+            err = SocketError(ErrorCode.DISCONNECTED, f"cannot connect to {self.url}: {exc!r}")
+            err.__cause__ = exc
+            if not self._fail_first(err):
+                self._report(exc)
+        finally:
+            self._apply(self._session.close("Connection closed"))
+
+    async def _open_link(self) -> ws_transport.WsLink:
+        """Open a connection; if the client closes meanwhile, the connection is not leaked."""
+        task = asyncio.ensure_future(
+            ws_transport.connect(
+                self.url,
+                text=self.serializer.text,
+                max_message_size=self.max_message_size,
+                open_timeout=self.open_timeout,
+                ssl=self.ssl,
+            )
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
             try:
-                ws = await ws_connect(
-                    self.url,
-                    max_size=self.max_message_size,
-                    ping_interval=None,
-                    compression=None,
-                    open_timeout=self.open_timeout,
-                )
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                err = SocketError(
-                    ErrorCode.UNAUTHORIZED if status in (401, 403) else ErrorCode.DISCONNECTED,
-                    f"the server refused the WebSocket upgrade with HTTP {status}",
-                )
-                err.__cause__ = exc
-                if not self._fail_first(err):
-                    log.warning("reconnect refused: HTTP %s", status)
-            except (OSError, TimeoutError, ConnectionClosed) as exc:
-                err = SocketError(ErrorCode.DISCONNECTED, f"cannot connect to {self.url}: {exc}")
-                err.__cause__ = exc
-                if not self.reconnect:
-                    self._fail_first(err)
+                link = await task
+            except BaseException:
+                pass
             else:
-                attempt = 0
-                await self._session(ws)
-            if not self.reconnect or self._closed:
-                break
-            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
-            attempt += 1
-        self._closed = True
-        self._reject_all(SocketError(ErrorCode.DISCONNECTED, "Connection closed"))
+                link.abort()
+                await link.wait_closed()
+            raise
+
+    def _closed(self) -> bool:
+        return self._session.state is State.CLOSED
 
     def _fail_first(self, err: SocketError) -> bool:
         """Fail the pending ``connect()`` with ``err``; False if it already succeeded."""
         if self._first is not None and not self._first.done():
             self._first.set_exception(err)
-            self._closed = True
+            self._apply(self._session.close("Connection closed"))
             return True
         return False
 
-    async def _session(self, ws: ClientConnection) -> None:
-        self._ws = ws
-        self.opens += 1
-        for i in sorted(self._calls):
-            call = self._calls[i]
-            if not call.sent:
-                call.sent = True
-                self._write(call.data)
-        for name, state in self._topics.items():
-            if state.callbacks:
-                self._send_sub(name)
+    async def _serve(self, link: ws_transport.WsLink) -> None:
+        """Pump one open connection until it closes."""
+        if self._closed():  # closed while the handshake completed
+            link.abort()
+            await link.wait_closed()
+            return
+        self._link = link
+        self._apply(self._session.connected(asyncio.get_running_loop().time()))
+        self._arm()
         self._opened.set()
-        if self._first is not None and not self._first.done():
-            self._first.set_result(None)
-            # Read nothing until connect() has returned: handlers its caller registers
-            # right away then see the frames the server pushes at accept.
-            await self._released.wait()
         try:
-            await self._read_loop(ws)
+            if self._first is not None and not self._first.done():
+                self._first.set_result(None)
+                # Read nothing until connect() has returned: handlers its caller registers
+                # right away then see the frames the server pushes at accept.
+                await self._released.wait()
+            link.start_reader(_Reader(self))
+            if self._session.opens > 1:
+                self._hook(self._on_reconnect)
+            await link.wait_closed()
         finally:
-            self._ws = None
+            self._link = None
             self._opened.clear()
-            self._sub_acks.clear()
-            for i, call in list(self._calls.items()):
-                if call.sent and not call.future.done():
-                    del self._calls[i]
-                    call.future.set_exception(SocketError(ErrorCode.DISCONNECTED, "Connection closed"))
+            self._apply(self._session.disconnected())
+        if not self._closing:
+            self._hook(self._on_disconnect, link.close_code)
 
     async def close(self) -> None:
-        """Close the connection and stop reconnecting; pending calls reject ``DISCONNECTED``."""
-        self._closed = True
-        ws = self._ws
-        if ws is not None:
-            await ws.close()
-        if self._supervisor is not None and self._supervisor is not asyncio.current_task():
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        for t in list(self._tasks):
-            t.cancel()
-        self._reject_all(SocketError(ErrorCode.DISCONNECTED, "Client closed"))
+        """Close the connection and stop reconnecting; pending calls reject ``DISCONNECTED``.
 
-    def _reject_all(self, err: SocketError) -> None:
-        for call in self._calls.values():
-            if not call.future.done():
-                call.future.set_exception(err)
-        self._calls.clear()
+        Waits until the connection, the supervisor, the timer and every task the client
+        started (async callbacks, handlers, hooks) are gone. Idempotent.
+        """
+        self._closing = True
+        self._apply(self._session.close("Client closed"))
+        link = self._link
+        if link is not None:
+            await link.close()
+        current = asyncio.current_task()
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not current:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        if link is not None:
+            await link.wait_closed()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        tasks = [t for t in self._tasks if t is not current]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> Client:
         return self
@@ -254,13 +363,8 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def connected(self) -> bool:
-        """True while the WebSocket is open."""
-        return self._ws is not None
-
     async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until the WebSocket is open (again)."""
+        """Wait until the connection is open (again)."""
         async with asyncio.timeout(timeout):
             await self._opened.wait()
 
@@ -276,211 +380,139 @@ class Client:
 
         ``input`` may be the schema's type or a plain dict (converted and validated
         here). Rejects ``TIMEOUT`` after ``timeout`` seconds (default: the client's; None
-        disables), ``DISCONNECTED`` if the connection drops after sending, or the
-        server's error.
+        disables), ``DISCONNECTED`` if the connection drops after sending (or while
+        offline, at once, when ``max_queued`` calls already wait), or the server's error.
         """
-        if self._closed:
-            raise SocketError(ErrorCode.DISCONNECTED, "Client closed")
-        n = self.contract.name_of(name)
-        entry = self.surface.requests.get(n)
-        if entry is None:
-            raise SocketError(ErrorCode.NOT_FOUND, f"Unknown message: {n}")
-        value = _coerce(input, entry.input, f"input of {n!r}")
-        self._seq += 1
-        i = self._seq
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        call = _Call(n, fut, self._decoder(entry.output), self._encode(wire.ReqOut(i, n, value)))
-        self._calls[i] = call
-        if self._ws is not None:
-            call.sent = True
-            self._write(call.data)
+        loop = asyncio.get_running_loop()
+        fut: _Waiter = loop.create_future()
         limit = self.timeout if timeout is ... else timeout
+        i, actions = self._session.call(name, input, fut, now=loop.time(), timeout=limit)
+        self._apply(actions)
+        self._arm()
         try:
-            async with asyncio.timeout(limit if limit else None):
-                return await fut
-        except TimeoutError:
-            raise SocketError(ErrorCode.TIMEOUT, f"Request '{n}' timed out") from None
+            return await fut
         finally:
-            self._calls.pop(i, None)
+            self._session.cancel(i)  # a no-op unless the caller gave up (cancelled)
+
+    # ------------------------------------------------------------------ timer
+    def _arm(self) -> None:
+        """Keep the one timer at the session's next deadline (or earlier: it re-arms)."""
+        deadline = self._session.next_deadline()
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer, deadline)
+        self._timer_at = deadline
+
+    def _on_timer(self, deadline: float) -> None:
+        self._timer = self._timer_at = None
+        # call_at may fire a hair before its time: treat now as at least the deadline
+        now = max(asyncio.get_running_loop().time(), deadline)
+        self._apply(self._session.expire(now))
+        self._arm()
 
     # ------------------------------------------------------------------ events and topics
     def on(self, event: Entry | str, callback: Callback) -> Callable[[], None]:
         """Call ``callback(payload)`` for every ``event``; returns the function that stops it."""
-        name = self.contract.name_of(event)
-        if name not in self.surface.events:
-            raise ValueError(f"{name!r} is not an event of role {self.role!r}")
-        self._events.setdefault(name, []).append(callback)
+        name = self._session.on(event, callback)
 
         def off() -> None:
-            with contextlib.suppress(ValueError):
-                self._events.get(name, []).remove(callback)
+            self._session.off(name, callback)
 
         return off
 
     def subscribe(self, topic: Entry | str, callback: Callback) -> Subscription:
         """Subscribe ``callback(payload)`` to ``topic``; the first local one sends ``sub``."""
         name = self.contract.name_of(topic)
-        entry = self.surface.topics.get(name)
         loop = asyncio.get_running_loop()
-        state = self._topics.get(name)
-        if state is None or state.ready is None:
-            state = self._topics[name] = _TopicState(ready=loop.create_future())
-        assert state.ready is not None
-        if entry is None:
-            fut: asyncio.Future[None] = loop.create_future()
-            fut.set_exception(SocketError(ErrorCode.NOT_FOUND, f"Unknown topic: {name}"))
-            fut.add_done_callback(_consume)
-            del self._topics[name]
-            return Subscription(self, name, callback, fut)
-        state.decoder = state.decoder or self.serializer.decoder(entry.payload)
-        first = not state.callbacks
-        state.callbacks.append(callback)
-        if first and self._ws is not None:
-            self._send_sub(name)
-        return Subscription(self, name, callback, state.ready)
-
-    def _send_sub(self, name: str) -> None:
-        self._seq += 1
-        self._sub_acks[self._seq] = name
-        self._write(self._encode(wire.Sub(self._seq, name)))
+        try:
+            ready, actions = self._session.subscribe(name, callback, loop.create_future)
+        except SocketError as exc:
+            failed: asyncio.Future[None] = loop.create_future()
+            failed.set_exception(exc)
+            failed.add_done_callback(_consume)
+            return Subscription(self, name, callback, failed)
+        self._apply(actions)
+        return Subscription(self, name, callback, ready)
 
     def _unsubscribe(self, name: str, callback: Callback) -> None:
-        state = self._topics.get(name)
-        if state is None:
-            return
-        with contextlib.suppress(ValueError):
-            state.callbacks.remove(callback)
-        if not state.callbacks:
-            del self._topics[name]
-            if self._ws is not None:
-                self._write(self._encode(wire.Unsub(name)))
+        self._apply(self._session.unsubscribe(name, callback))
 
     # ------------------------------------------------------------------ server requests
     def implement(self, handlers: Mapping[str, Callable[[Any], Any]]) -> None:
         """Answer server requests: ``{"confirm": async def (input) -> output}``."""
-        for name, fn in handlers.items():
-            if name not in self.surface.server_requests:
-                raise ValueError(f"{name!r} is not a server request of role {self.role!r}")
-            self._handlers[name] = fn
+        self._session.implement(handlers)
 
-    async def _answer(self, frame: wire.SReq) -> None:
-        entry = self.surface.server_requests.get(frame.m)
-        fn = self._handlers.get(frame.m)
-        if entry is None or fn is None:
-            self._write(self._encode(wire.SErr(frame.i, ErrorCode.NOT_FOUND, f"No handler for {frame.m}")))
+    def _ask(self, ask: Ask) -> None:
+        try:
+            result = ask.handler(ask.value)
+        except Exception as exc:
+            self._apply(self._session.fail(ask, exc))
+            return
+        if inspect.isawaitable(result):
+            self._spawn(self._finish(ask, result))
+        else:
+            self._apply(self._session.answer(ask, result))
+
+    async def _finish(self, ask: Ask, pending: Awaitable[Any]) -> None:
+        try:
+            result = await pending
+        except Exception as exc:
+            self._apply(self._session.fail(ask, exc))
+        else:
+            self._apply(self._session.answer(ask, result))
+
+    # ------------------------------------------------------------------ pumping the session
+    def _receive(self, data: bytes | str) -> None:
+        try:
+            self._apply(self._session.receive(data))
+        except Exception as exc:  # the transport's reader must not die of a bug here
+            self._report(exc)
+
+    def _apply(self, actions: list[Action[_Waiter]]) -> None:
+        """Carry out what the session decided."""
+        for action in actions:
+            match action:
+                case Send(data):
+                    link = self._link
+                    if link is not None:
+                        link.send(data)
+                case Resolve(waiter, value):
+                    if not waiter.done():
+                        waiter.set_result(value)
+                case Reject(waiter, error):
+                    if not waiter.done():
+                        waiter.set_exception(error)
+                        waiter.add_done_callback(_consume)
+                case Deliver(callbacks, value):
+                    for cb in callbacks:
+                        try:
+                            result = cb(value)
+                        except Exception as exc:
+                            self._report(exc)
+                        else:
+                            if inspect.isawaitable(result):
+                                self._spawn(result)
+                case Ask():
+                    self._ask(action)
+                case Report(error):
+                    self._report(error)
+
+    def _hook(self, fn: Callable[..., Any] | None, *args: Any) -> None:
+        """Run an ``on_reconnect``/``on_disconnect`` hook; what it raises goes to ``on_error``."""
+        if fn is None:
             return
         try:
-            value = wire.payload(frame.d, self._decoder(entry.input), self._null)
-        except msgspec.ValidationError as exc:
-            err = validation_error(exc, f"input of {frame.m!r}")
-            self._write(self._encode(wire.SErr(frame.i, err.code, err.message, err.data)))
-            return
-        try:
-            result = fn(value)
-            if inspect.isawaitable(result):
-                result = await result
-            data = self._encode(wire.SResOut(frame.i, result))
-        except SocketError as exc:
-            data = self._encode(
-                wire.SErr(frame.i, exc.code, exc.message, msgspec.UNSET if exc.data is None else exc.data)
-            )
+            result = fn(*args)
         except Exception as exc:
             self._report(exc)
-            data = self._encode(wire.SErr(frame.i, ErrorCode.INTERNAL, "Internal client error"))
-        if self._ws is not None:
-            self._write(data)
-
-    # ------------------------------------------------------------------ inbound
-    async def _read_loop(self, ws: ClientConnection) -> None:
-        decode = self._frame_decoder.decode
-        try:
-            async for msg in ws:
-                try:
-                    frame = decode(msg)
-                except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
-                    log.debug("dropped an undecodable frame: %s", exc)
-                    continue
-                self._dispatch(frame)
-        except ConnectionClosed:
-            pass
-
-    def _dispatch(self, frame: wire.ServerFrame) -> None:
-        if isinstance(frame, wire.Res):
-            call = self._calls.get(frame.i)
-            if call is not None:
-                if not call.future.done():
-                    try:
-                        call.future.set_result(wire.payload(frame.d, call.decoder, self._null))
-                    except msgspec.ValidationError as exc:
-                        call.future.set_exception(validation_error(exc, f"output of {call.name!r}"))
-                return
-            topic = self._sub_acks.pop(frame.i, None)
-            state = self._topics.get(topic) if topic is not None else None
-            if state is not None and state.ready is not None and not state.ready.done():
-                state.ready.set_result(None)
-        elif isinstance(frame, wire.Err):
-            if frame.i is msgspec.UNSET:
-                log.debug("connection-level error from the server: %s %s", frame.code, frame.m)
-                return
-            err = SocketError(frame.code, frame.m, None if frame.d is msgspec.UNSET else frame.d)
-            call = self._calls.get(frame.i)
-            if call is not None:
-                if not call.future.done():
-                    call.future.set_exception(err)
-                return
-            topic = self._sub_acks.pop(frame.i, None)
-            if topic is not None:
-                state = self._topics.pop(topic, None)
-                if state is not None and state.ready is not None and not state.ready.done():
-                    state.ready.set_exception(err)
-                    state.ready.add_done_callback(_consume)
-        elif isinstance(frame, wire.Evt):
-            callbacks = self._events.get(frame.e)
-            ev_decoder = self._event_decoders.get(frame.e)
-            if callbacks and ev_decoder is not None:
-                self._deliver(f"event {frame.e!r}", frame.d, ev_decoder, callbacks)
-        elif isinstance(frame, wire.Pub):
-            state = self._topics.get(frame.c)
-            if state is not None and state.decoder is not None and state.callbacks:
-                self._deliver(f"topic {frame.c!r}", frame.d, state.decoder, state.callbacks)
-        elif isinstance(frame, wire.Ping):
-            self._write(self._encode(wire.Pong()))
-        elif isinstance(frame, wire.SReq):
-            self._spawn(self._answer(frame))
-        elif isinstance(frame, wire.Env):
-            self.env = None if frame.d is msgspec.UNSET else self.serializer.decode_any(frame.d)
-
-    def _deliver(
-        self, what: str, raw: msgspec.Raw | msgspec.UnsetType, decoder: wire.Decoder[Any], cbs: list[Callback]
-    ) -> None:
-        try:
-            value = wire.payload(raw, decoder, self._null)
-        except msgspec.ValidationError as exc:
-            log.warning("dropped %s with an invalid payload: %s", what, exc)
             return
-        for cb in list(cbs):
-            try:
-                result = cb(value)
-                if inspect.isawaitable(result):
-                    self._spawn(result)
-            except Exception as exc:
-                self._report(exc)
+        if inspect.isawaitable(result):
+            self._spawn(result)
 
-    # ------------------------------------------------------------------ plumbing
-    def _decoder(self, schema: Any) -> wire.Decoder[Any]:
-        """One long-lived typed decoder per schema, built on first use."""
-        dec = self._decoders.get(id(schema))
-        if dec is None:
-            dec = self._decoders[id(schema)] = self.serializer.decoder(schema)
-        return dec
-
-    def _write(self, data: bytes) -> None:
-        ws = self._ws
-        if ws is not None:
-            broadcast((ws,), data, text=self._text)
-
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, aw: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(aw)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -491,28 +523,18 @@ class Client:
 
     def _report(self, exc: BaseException) -> None:
         if self._on_error is not None:
-            self._on_error(exc)
-        else:
-            log.error("error in a client callback", exc_info=exc)
+            try:
+                self._on_error(exc)
+                return
+            except Exception:
+                log.exception("on_error raised while reporting an error")
+        log.error("error in a client callback", exc_info=exc)
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:
     """Mark a future's exception as retrieved: an unawaited failed ``ready`` is not a bug."""
     if not fut.cancelled():
         fut.exception()
-
-
-def _coerce(value: Any, schema: Any, where: str) -> Any:
-    """Accept a dict (or any convertible value) where the schema wants a typed object."""
-    try:
-        if isinstance(schema, type) and isinstance(value, schema):
-            return value
-    except TypeError:  # TypedDict and some typing constructs refuse isinstance()
-        pass
-    try:
-        return msgspec.convert(value, schema)
-    except msgspec.ValidationError as exc:
-        raise validation_error(exc, where) from exc
 
 
 def _with_query(url: str, params: Mapping[str, str]) -> str:

@@ -1,12 +1,16 @@
-"""The asyncio client: events, topics, timeouts, cancellation, reconnect, close, serializers."""
+"""The asyncio client: events, topics, timeouts, cancellation, reconnect, hooks, close, serializers, TLS."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -14,14 +18,22 @@ import pytest
 from contract_app import Greet, Greeting, Notice, Price, api, build_server
 from helpers import DEFAULT_TIMEOUT, eventually, url_for
 from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import serve as ws_serve
 
 from superline_zmq import Auth, Backoff, Client, Conn, Handshake, SocketError, connect
+from superline_zmq.transport import ConnectError
 
 
 async def _conn_of(srv: Any) -> Conn:
     conns = await eventually(lambda: srv.connections)
     assert len(conns) == 1, conns
     return conns[0]
+
+
+def _no_calls(client: Client) -> bool:
+    """Nothing in the client's request table: no call sent and unanswered, none queued."""
+    stats = client.statistics()
+    return stats["pending"] == 0 and stats["queued"] == 0
 
 
 def _free_port() -> int:
@@ -110,7 +122,7 @@ async def test_subscribe_ready_rejects_forbidden(make_server: Any, make_client: 
         await sub.ready
     assert (info.value.code, info.value.message) == ("FORBIDDEN", "Subscribe denied: secret")
     # the topic's local handlers are dropped: a later successful subscription starts fresh
-    assert "secret" not in client._topics
+    assert "secret" not in client.topics
 
 
 async def test_subscribe_ready_rejects_not_found(server: Any, make_client: Any) -> None:
@@ -130,7 +142,7 @@ async def test_unawaited_failed_ready_is_not_reported_as_never_retrieved(
     client.subscribe("nope", print)  # local NOT_FOUND; the Subscription is dropped unawaited
     client.subscribe("secret", print)  # server FORBIDDEN; likewise
     assert await client.call("nothing") is None  # the sub's err has been processed
-    await eventually(lambda: "secret" not in client._topics)
+    await eventually(lambda: "secret" not in client.topics)
     gc.collect()  # an unretrieved exception is reported (logged) from Future.__del__
     never = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
     assert never == []
@@ -143,7 +155,7 @@ async def test_call_unknown_or_cross_role_name_is_local_not_found(server: Any, m
         with pytest.raises(SocketError) as info:
             await client.call(name, None)
         assert info.value.code == "NOT_FOUND"
-    assert client._calls == {}
+    assert _no_calls(client)
 
 
 async def test_call_timeout_cleans_the_pending_table(server: Any, make_client: Any) -> None:
@@ -154,7 +166,7 @@ async def test_call_timeout_cleans_the_pending_table(server: Any, make_client: A
     assert info.value.code == "TIMEOUT"
     assert info.value.message == "Request 'block' timed out"
     assert time.monotonic() - started < 2
-    assert client._calls == {}
+    assert _no_calls(client)
     # a late reply is ignored and the client keeps working
     server.app.release.set()
     assert await client.call("nothing") is None
@@ -176,18 +188,18 @@ async def test_wait_for_cancellation_cleans_the_pending_table(server: Any, make_
     client = await make_client(server)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(client.call("block"), 0.1)
-    assert client._calls == {}
+    assert _no_calls(client)
 
 
 async def test_task_cancel_cleans_the_pending_table(server: Any, make_client: Any) -> None:
     client = await make_client(server)
     task = asyncio.ensure_future(client.call("block"))
     await eventually(lambda: server.app.blocked == 1)
-    assert len(client._calls) == 1
+    assert client.statistics()["pending"] == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert client._calls == {}
+    assert _no_calls(client)
     server.app.release.set()  # the late reply is ignored
     assert await client.call("nothing") is None
 
@@ -202,7 +214,7 @@ async def test_in_flight_call_rejects_disconnected_on_drop(server: Any, make_cli
     with pytest.raises(SocketError) as info:
         await asyncio.wait_for(task, 5)
     assert info.value.code == "DISCONNECTED"
-    assert client._calls == {}
+    assert _no_calls(client)
     # the client reconnects by itself and works again
     await eventually(lambda: client.opens == 2 and client.connected)
     assert await client.call("greet", Greet("again")) == Greeting("hello again")
@@ -223,9 +235,8 @@ async def test_call_while_disconnected_is_queued_and_sent_after_reconnect(make_s
     await eventually(lambda: not client.connected)
     await eventually(lambda: srv.statistics()["connections_rejected"] >= 1)  # the client is retrying
     task = asyncio.ensure_future(client.call("greet", Greet("queued"), timeout=10))
-    await eventually(lambda: len(client._calls) == 1)
-    (queued,) = client._calls.values()
-    assert not queued.sent
+    await eventually(lambda: client.statistics()["queued"] == 1)
+    assert client.statistics()["pending"] == 0  # queued, not sent
     rejected = srv.statistics()["connections_rejected"]
     await eventually(lambda: srv.statistics()["connections_rejected"] > rejected)  # refused again
     assert not task.done()
@@ -305,6 +316,16 @@ async def test_connect_to_a_closed_port_with_reconnect_gives_up_at_open_timeout(
     assert 0.25 < time.monotonic() - started < 3
 
 
+async def test_a_bad_url_fails_connect_at_once() -> None:
+    started = time.monotonic()
+    with pytest.raises(SocketError) as info:
+        await connect(api, "http://127.0.0.1:1/", role="user", open_timeout=5)
+    assert info.value.code == "DISCONNECTED" and info.value.__cause__ is not None
+    assert time.monotonic() - started < 2  # not after open_timeout
+    with pytest.raises(ValueError, match="ssl= needs a wss:// URL"):
+        Client(api, "ws://127.0.0.1:1/", role="user", ssl=ssl.create_default_context())
+
+
 # ---------------------------------------------------------------- backoff
 def test_backoff_delay_is_within_full_jitter_bounds() -> None:
     rng = random.Random(1234)
@@ -349,7 +370,7 @@ async def test_close_is_idempotent_and_rejects_pending_calls(server: Any, make_c
     with pytest.raises(SocketError) as info:
         await asyncio.wait_for(task, 5)
     assert info.value.code == "DISCONNECTED"
-    assert client._calls == {}
+    assert _no_calls(client)
     assert not client.connected
     with pytest.raises(SocketError) as info2:
         await client.call("nothing")
@@ -421,6 +442,183 @@ async def test_msgpack_client_against_json_server_does_not_crash(server: Any) ->
         with pytest.raises(SocketError) as info:
             await client.call("nothing", timeout=0.2)
         assert info.value.code == "TIMEOUT"
-        assert client._supervisor is not None and not client._supervisor.done()
+        # the supervisor survived: still connected (reconnect is off), the frames counted
+        assert client.connected
+        assert client.statistics()["bad_frames"] >= 1
     finally:
         await client.close()
+
+
+# ---------------------------------------------------------------- hooks (issue 16)
+async def test_on_disconnect_and_on_reconnect_hooks(make_server: Any, make_client: Any) -> None:
+    refuse = False
+
+    def authenticate(hs: Handshake) -> Auth:
+        if refuse:
+            raise PermissionError("come back later")
+        return Auth(hs.query["role"])
+
+    srv = await make_server(authenticate=authenticate)
+    seen: list[Any] = []
+    rejoined: list[Any] = []
+
+    async def on_reconnect() -> None:
+        # runs once queued calls are flushed and topics re-sent: an app re-joins rooms here
+        stats = client.statistics()
+        seen.append(("reconnect", stats["queued"], stats["subs_sent"]))
+        rejoined.append(await client.call("greet", Greet("rejoin")))
+
+    def on_disconnect(code: int | None) -> None:
+        seen.append(("disconnect", code))
+
+    client = await make_client(srv, on_reconnect=on_reconnect, on_disconnect=on_disconnect)
+    await client.subscribe("prices", print).ready
+    assert seen == []  # the first open is not a reconnect
+    refuse = True
+    (await _conn_of(srv)).terminate()
+    await eventually(lambda: seen == [("disconnect", 1006)])
+    queued = asyncio.ensure_future(client.call("greet", Greet("queued"), timeout=10))
+    await eventually(lambda: client.statistics()["queued"] == 1)
+    refuse = False
+    assert await asyncio.wait_for(queued, 5) == Greeting("hello queued")
+    await eventually(lambda: rejoined)
+    assert rejoined == [Greeting("hello rejoin")]
+    assert seen == [("disconnect", 1006), ("reconnect", 0, 2)]
+    assert srv.app.calls == [("greet", Greet("queued")), ("greet", Greet("rejoin"))]
+    stats = client.statistics()
+    assert (stats["opens"], stats["reconnects"], stats["disconnects"]) == (2, 1, 1)
+    # closing the client ourselves is not a disconnect to report
+    await client.close()
+    assert seen == [("disconnect", 1006), ("reconnect", 0, 2)]
+
+
+async def test_raising_hooks_go_to_on_error_and_the_client_keeps_reconnecting(server: Any, make_client: Any) -> None:
+    reported: list[BaseException] = []
+
+    def on_disconnect(code: int | None) -> None:
+        raise RuntimeError(f"disconnect hook broke ({code})")
+
+    async def on_reconnect() -> None:
+        raise RuntimeError("reconnect hook broke")
+
+    client = await make_client(server, on_error=reported.append, on_disconnect=on_disconnect, on_reconnect=on_reconnect)
+    dropped: list[Conn] = []
+    for n in (2, 3):
+        (conn, *_) = await eventually(lambda: [c for c in server.connections if c not in dropped])
+        conn.terminate()
+        dropped.append(conn)
+
+        def back(n: int = n) -> bool:
+            return client.opens == n and client.connected and len(reported) == 2 * (n - 1)
+
+        await eventually(back)
+    assert sorted(map(str, reported)) == ["disconnect hook broke (1006)"] * 2 + ["reconnect hook broke"] * 2
+    assert await client.call("greet", Greet("still")) == Greeting("hello still")
+
+
+async def test_reconnect_false_reports_the_drop_and_never_reconnects(server: Any, make_client: Any) -> None:
+    seen: list[Any] = []
+    client = await make_client(
+        server, reconnect=False, on_disconnect=seen.append, on_reconnect=lambda: seen.append("reconnect")
+    )
+    (await _conn_of(server)).terminate()
+    await eventually(lambda: seen == [1006])
+    await eventually(lambda: not client.connected)
+    assert client.opens == 1 and seen == [1006]
+
+
+# ---------------------------------------------------------------- offline queue bound
+async def test_calls_beyond_max_queued_fail_at_once_while_offline(make_server: Any, make_client: Any) -> None:
+    refuse = False
+
+    def authenticate(hs: Handshake) -> Auth:
+        if refuse:
+            raise PermissionError("come back later")
+        return Auth(hs.query["role"])
+
+    srv = await make_server(authenticate=authenticate)
+    client = await make_client(srv, max_queued=1)
+    assert client.max_queued == 1
+    refuse = True
+    (await _conn_of(srv)).terminate()
+    await eventually(lambda: not client.connected)
+    first = asyncio.ensure_future(client.call("greet", Greet("one"), timeout=10))
+    await eventually(lambda: client.statistics()["queued"] == 1)
+    with pytest.raises(SocketError) as info:
+        await client.call("greet", Greet("two"))
+    assert info.value.code == "DISCONNECTED"
+    assert "queue is full (1 calls waiting)" in info.value.message
+    assert client.statistics()["calls_queue_full"] == 1
+    refuse = False
+    assert await asyncio.wait_for(first, 5) == Greeting("hello one")
+    assert srv.app.calls == [("greet", Greet("one"))]
+
+
+# ---------------------------------------------------------------- close
+async def test_close_leaves_nothing_running(server: Any, make_client: Any) -> None:
+    started = asyncio.Event()
+
+    async def slow_callback(_: Notice) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    client = await make_client(server)
+    client.on("notice", slow_callback)
+    (await _conn_of(server)).emit("notice", Notice("x"))
+    await asyncio.wait_for(started.wait(), 5)
+    call = asyncio.ensure_future(client.call("block", timeout=60))  # arms the timer
+    await eventually(lambda: server.app.blocked == 1)
+    assert client.statistics()["tasks"] == 1
+    await client.close()
+    assert client.statistics()["tasks"] == 0
+    with pytest.raises(SocketError, match="DISCONNECTED"):
+        await call
+
+    def ours(task: asyncio.Task[Any]) -> bool:
+        name = task.get_coro().__qualname__  # type: ignore[union-attr]
+        return name.split(".")[0] in ("Client", "WsLink") or "slow_callback" in name
+
+    assert [t for t in asyncio.all_tasks() if ours(t)] == []
+    assert client.statistics()["connected"] == 0
+
+
+# ---------------------------------------------------------------- TLS
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (openssl CLI; skipped without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_wss_with_the_ssl_option(tls_files: tuple[Path, Path]) -> None:
+    cert, key = tls_files
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    srv = build_server()
+    await srv.start()
+    try:
+        async with ws_serve(
+            srv.handler, "127.0.0.1", 0, process_request=srv.process_request, ssl=server_ctx, ping_interval=None
+        ) as tls_server:
+            port = tls_server.sockets[0].getsockname()[1]
+            url = f"wss://127.0.0.1:{port}/"
+            async with await connect(api, url, role="user", ssl=client_ctx, reconnect=False) as client:
+                assert await client.call("greet", Greet("tls")) == Greeting("hello tls")
+            # without our context the self-signed certificate is refused: the option is what made it work
+            with pytest.raises(SocketError) as info:
+                await connect(api, url, role="user", reconnect=False, open_timeout=DEFAULT_TIMEOUT)
+            assert info.value.code == "DISCONNECTED"
+            assert isinstance(info.value.__cause__, ConnectError)
+    finally:
+        srv.app.release.set()
+        await srv.close()

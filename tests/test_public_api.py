@@ -75,6 +75,7 @@ PURE_MODULES = [
     "superline_zmq.names",
     "superline_zmq.requests",
     "superline_zmq.session",
+    "superline_zmq.client_session",
     "superline_zmq.envelope",
     "superline_zmq.transport",
     "superline_zmq.gossip",

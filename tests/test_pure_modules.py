@@ -22,6 +22,7 @@ PURE = [
     "superline_zmq.probes",
     "superline_zmq.timing",
     "superline_zmq.session",
+    "superline_zmq.client_session",
     "superline_zmq.requests",
     "superline_zmq.names",
     "superline_zmq.wire",
