@@ -188,16 +188,16 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
     n_want, interval, drain = int(cfg["n"]), float(cfg["interval"]), float(cfg["drain_s"])
     t0 = pc()
     last_n, last_change = -1, t0
-    while len(srv._conns) < n_want:  # capped: no new connection for connect_idle s, or connect_wait s in all
-        now, n = pc(), len(srv._conns)
+    while len(srv._core.conns) < n_want:  # capped: no new connection for connect_idle s, or connect_wait s in all
+        now, n = pc(), len(srv._core.conns)
         if n != last_n:
             last_n, last_change = n, now
         elif now - last_change >= cfg["connect_idle"] or now - t0 >= cfg["connect_wait"]:
             break
         await asyncio.sleep(0.05)
-    print(f"server: {len(srv._conns)} connections after {pc() - t0:.1f} s", flush=True)
+    print(f"server: {len(srv._core.conns)} connections after {pc() - t0:.1f} s", flush=True)
     await asyncio.sleep(1.0)  # let the last handshakes' tasks settle
-    conns = list(srv._conns.values())
+    conns = list(srv._core.conns.values())
     n_conns = len(conns)
     if cfg.get("batch"):  # what-if: _heartbeat_loop reads this module global on every tick
         server_mod.HEARTBEAT_BATCH = int(cfg["batch"])
@@ -233,7 +233,7 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
     srv._start_heartbeat()
 
     def ticks_done() -> bool:
-        return len(ticks) >= cfg["ticks"] and ticks[-1].pinged >= len(srv._conns)
+        return len(ticks) >= cfg["ticks"] and ticks[-1].pinged >= len(srv._core.conns)
 
     ok_ticks = await wait_for(ticks_done, (cfg["ticks"] + 2) * interval + 10, 0.002)
     hb_task = srv._heartbeat_task
@@ -259,7 +259,7 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
         w.end = pc()
         w.wall = w.end - w.start
         w.batches.append(w.wall)
-        w.pinged = len(srv._conns)
+        w.pinged = len(srv._core.conns)
         sweeps.append(w)
         await wait_for(all_pongs_in(srv, w), drain)
     missing_s = missing_pongs(conns)
@@ -281,7 +281,7 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
     med = statistics.median
     return {
         "conns": n_conns,
-        "conns_end": len(srv._conns),
+        "conns_end": len(srv._core.conns),
         "heartbeat_batch": server_mod.HEARTBEAT_BATCH,
         "interval_s": interval,
         "ticks": len(ticks),

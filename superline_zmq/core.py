@@ -137,7 +137,7 @@ class Core:
         self._timer = None
         loop = asyncio.get_running_loop()
         for entry in self.table.expire(loop.time()):
-            self.stats.server_requests_timed_out += 1
+            self.stats.requests_timed_out += 1
             self.settle(entry, None, SocketError(ErrorCode.TIMEOUT, f"Request '{entry.name}' timed out"))
         nxt = self.table.next_deadline()
         if nxt is not None:

@@ -96,7 +96,7 @@ class ServerStats:
     remote_requests: int = 0
     presence_errors: int = 0
     server_requests: int = 0
-    server_requests_timed_out: int = 0
+    requests_timed_out: int = 0
 
 
 # ---------------------------------------------------------------- lifecycle
