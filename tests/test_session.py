@@ -57,22 +57,30 @@ def handler(value: Any, ctx: Any, conn: Any) -> Any:
     return value
 
 
-def make(role: str = "user", now: float = 100.0, table: PendingTable[Any] | None = None) -> ServerSession:
-    routes = {"echo": Route(JSON.decoder(Text), handler)}
+def make(
+    role: str = "user",
+    now: float = 100.0,
+    table: PendingTable[Any] | None = None,
+    *,
+    serializer: wire.Serializer = JSON,
+    opened: bool = True,
+) -> ServerSession:
+    routes = {"echo": Route(serializer.decoder(Text), handler)}
     if role == "admin":
-        routes["kick"] = Route(JSON.decoder(Text), handler)
+        routes["kick"] = Route(serializer.decoder(Text), handler)
     s = ServerSession(
         role=role,
         surface=api.surface(role),
         routes=routes,
-        serializer=JSON,
-        frame_decoder=JSON.decoder(wire.ClientFrame),
-        decoders=wire.DecoderCache(JSON),
+        serializer=serializer,
+        frame_decoder=serializer.decoder(wire.ClientFrame),
+        decoders=wire.DecoderCache(serializer),
         table=table if table is not None else PendingTable(),
         stats=ServerStats(),
         now=now,
     )
-    s.opened()
+    if opened:
+        s.opened()
     return s
 
 
@@ -86,17 +94,7 @@ def stats(s: ServerSession) -> ServerStats:
 
 # ---------------------------------------------------------------- lifecycle
 def test_a_session_greets_with_env_and_reads_nothing_until_opened() -> None:
-    s = ServerSession(
-        role="user",
-        surface=api.surface("user"),
-        routes={},
-        serializer=JSON,
-        frame_decoder=JSON.decoder(wire.ClientFrame),
-        decoders=wire.DecoderCache(JSON),
-        table=PendingTable(),
-        stats=ServerStats(),
-        now=1.0,
-    )
+    s = make(now=1.0, opened=False)
     assert s.state is SessionState.OPENING and s.writable
     assert frame(s.greeting()) == {"t": "env", "d": None}
     assert s.receive(b'{"t":"req","i":1,"m":"echo","d":{"text":"x"}}', 2.0) is None
@@ -184,19 +182,7 @@ def test_bad_frames_are_counted_and_answered_when_they_carry_an_id(msg: bytes, c
 
 
 def test_a_text_frame_under_msgpack_is_a_bad_frame_not_a_crash() -> None:
-    mp = wire.MsgpackSerializer()
-    s = ServerSession(
-        role="user",
-        surface=api.surface("user"),
-        routes={},
-        serializer=mp,
-        frame_decoder=mp.decoder(wire.ClientFrame),
-        decoders=wire.DecoderCache(mp),
-        table=PendingTable(),
-        stats=ServerStats(),
-        now=0.0,
-    )
-    s.opened()
+    s = make(serializer=wire.MsgpackSerializer())
     assert isinstance(s.receive('{"t":"pong"}', 1.0), BadFrame)
 
 
