@@ -20,6 +20,7 @@ from superline_zmq.contract import (
 )
 from superline_zmq.errors import ContractError, ErrorCode, SocketError, SuperlineError
 from superline_zmq.ids import ConnId, NodeId, UserId
+from superline_zmq.metrics import Metrics
 from superline_zmq.presence import ConnDescriptor, NodeInfo
 from superline_zmq.server import (
     Auth,
@@ -65,6 +66,7 @@ __all__ = [
     "LocalView",
     "MemoryAdapter",
     "MemoryBus",
+    "Metrics",
     "MiddlewareInfo",
     "MsgpackSerializer",
     "NodeId",
