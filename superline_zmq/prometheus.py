@@ -47,7 +47,7 @@ import asyncio
 import concurrent.futures
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 try:
@@ -244,4 +244,18 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE
 
 
-__all__ = ["CONTENT_TYPE", "THREAD_TIMEOUT", "SuperlineCollector", "exposition", "families", "registry_for"]
+def renderer(server: SocketServer) -> Callable[[], tuple[bytes, str]]:
+    """A function returning ``server``'s metrics in the text format and its content type, per call."""
+    registry = registry_for(server)
+    return lambda: exposition(registry)
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "THREAD_TIMEOUT",
+    "SuperlineCollector",
+    "exposition",
+    "families",
+    "registry_for",
+    "renderer",
+]

@@ -46,6 +46,9 @@ from superline_zmq.handles import (
     Room,
     UserTarget,
 )
+from superline_zmq.health import HealthPaths
+from superline_zmq.health import answer as health_answer
+from superline_zmq.health import health_paths as resolve_health_paths
 from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
 from superline_zmq.logs import RateLimitedLog
 from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
@@ -103,8 +106,12 @@ class SocketServer:
         clock: Callable[[], float] = time.time,
         identify: Callable[[Conn], Any] | None = None,
         describe_conn: Callable[[Conn], Mapping[str, Any]] | None = None,
+        health_paths: HealthPaths | bool = False,
     ) -> None:
         self.contract = contract
+        #: Answer ``/healthz`` and ``/readyz`` on the WebSocket port (None: off, the default;
+        #: ``superline-zmq run`` turns it on). See :mod:`superline_zmq.health`.
+        self.health_paths: HealthPaths | None = resolve_health_paths(health_paths)
         self.node_id: NodeId = node_id or new_node_id()
         self.max_message_size = max_message_size
         self.serializer = wire.get_serializer(serializer)
@@ -294,7 +301,16 @@ class SocketServer:
 
     # ------------------------------------------------------------------ the transport's gateway
     async def decide(self, handshake: Handshake) -> Decision:
-        """Accept or refuse an upgrade: the path, shutdown, then ``authenticate`` and the role (401)."""
+        """Accept or refuse an upgrade: health paths, the path, shutdown, then ``authenticate`` and the role (401).
+
+        With ``health_paths`` on, ``/healthz`` and ``/readyz`` are answered first, without
+        authentication and without a log line (see :mod:`superline_zmq.health`).
+        """
+        paths = self.health_paths
+        if paths is not None and handshake.path in paths:
+            health = health_answer(paths, handshake.path, self.readiness)
+            if health is not None:
+                return health
         if self._path is not None and handshake.path != self._path:
             return Refuse(HTTPStatus.NOT_FOUND, "Not Found\n")
         if self._closing:
@@ -605,6 +621,7 @@ __all__ = [
     "Conn",
     "ConnTarget",
     "Handshake",
+    "HealthPaths",
     "Heartbeat",
     "LocalView",
     "MiddlewareInfo",

@@ -64,6 +64,7 @@ EXPECTED_ALL = {
     # cluster
     "ClusterTiming",
     # operations
+    "HealthPaths",
     "Metrics",
 }
 
@@ -86,6 +87,7 @@ PURE_MODULES = [
     "superline_zmq.probes",
     "superline_zmq.timing",
     "superline_zmq.metrics",
+    "superline_zmq.health",
 ]
 
 

@@ -33,6 +33,7 @@ PURE = [
     "superline_zmq.ids",
     "superline_zmq.transport",
     "superline_zmq.metrics",
+    "superline_zmq.health",
 ]
 
 #: Top-level modules a pure module may not import: I/O, event loops, clocks.
