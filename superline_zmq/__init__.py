@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
+from superline_zmq._version import __version__ as __version__
 from superline_zmq.adapter import Adapter, Presence
 from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
 from superline_zmq.client import Backoff, Client, Subscription, connect
