@@ -39,9 +39,11 @@ and prints one JSON line to stdout once serving::
 ``{"event": "member", "node": ..., "alive": ...}`` whenever its view of the cluster
 changes, ``{"event": "left", "node": ...}`` when a member is gone, and
 ``stopping``/``stopped`` lines; without it, human-readable logs go to stderr
-(``--log-format json``: one JSON object per line). SIGTERM or SIGINT closes the server
-gracefully (peers learn of the leave at once) and exits 0; a shutdown that takes longer
-than ``--shutdown-timeout`` exits 1, and a second signal exits 1 at once.
+(``--log-format json``: one JSON object per line). SIGTERM or SIGINT drains: new
+connections are refused with 503 (``/readyz`` too), requests in flight may finish for up
+to ``--drain`` seconds (10; sooner once none is left), then connections close with 1001,
+the node leaves the cluster (peers learn at once) and exits 0. A close that takes longer
+than ``--shutdown-timeout`` after the drain exits 1, and a second signal exits 1 at once.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or an APP that is not a server.
 """
@@ -417,6 +419,7 @@ async def _run(args: argparse.Namespace) -> int:
         watch=node.watch,
         metrics=args.metrics,
         health=args.health,
+        drain=args.drain,
     )
 
 
@@ -434,14 +437,16 @@ async def serve_node(
     prog: str = PROG,
     metrics: tuple[str, int] | None = None,
     health: bool = True,
+    drain: float = 0.0,
 ) -> int:
     """Serve ``srv`` on ``adapter`` until SIGTERM/SIGINT (or ``watch`` ends), then close it; the exit code.
 
     The shared tail of every node runner: attach the adapter, answer the health paths on
     the WebSocket port (``health``), start the operations port (``metrics``: ``/metrics``,
     ``/healthz``, ``/readyz``), listen, print the ``ready`` line (``ready`` adds fields),
-    and shut down gracefully within ``shutdown_timeout`` or exit 1 (a watchdog makes sure
-    of it).
+    and on the first SIGTERM/SIGINT drain for up to ``drain`` seconds (new connections
+    refused, requests in flight finish), then close within ``shutdown_timeout`` or exit 1
+    (a watchdog makes sure of it). A second signal exits 1 at once.
     """
     try:
         srv.use_adapter(adapter)
@@ -500,15 +505,21 @@ async def serve_node(
                 log.error("a node watcher failed: %r", outcome)
                 failed = True
                 stopper.stop("internal error")
-    _watchdog(shutdown_timeout + 5.0)
-    out.event(
-        "stopping", f"stopping ({stopper.reason}): closing connections and leaving the cluster", reason=stopper.reason
-    )
+    _watchdog(drain + shutdown_timeout + 5.0)
+    conns, in_flight = len(srv.connections), srv.in_flight()
+    if drain > 0:
+        message = (
+            f"stopping ({stopper.reason}): draining for up to {drain:g} s: new connections refused (503), "
+            f"{in_flight} request(s) in flight on {conns} connection(s); then closing them (1001) and leaving"
+        )
+    else:
+        message = f"stopping ({stopper.reason}): closing connections and leaving the cluster"
+    out.event("stopping", message, reason=stopper.reason, drain=drain, connections=conns, in_flight=in_flight)
     try:
         try:
-            await asyncio.wait_for(srv.close(), shutdown_timeout)
+            await asyncio.wait_for(srv.close(drain=drain), drain + shutdown_timeout)
         except TimeoutError:
-            print(f"{prog}: error: shutdown took longer than {shutdown_timeout} s", file=sys.stderr)
+            print(f"{prog}: error: shutdown took longer than {drain + shutdown_timeout:g} s", file=sys.stderr)
             out.event("stopped", "stopped (timeout)", code=1)
             return 1
     finally:
@@ -750,8 +761,11 @@ def build_parser(prog: str = PROG) -> config.LayeredParser:
                      help="redis: refresh period of the live-node view (default 1)")  # fmt: skip
     run.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
                      help="JSON event lines on stdout")  # fmt: skip
+    run.add_argument("--drain", type=_seconds, default=10.0, metavar="S",
+                     help="on SIGTERM/SIGINT, refuse new connections and let requests in flight finish "
+                     "for up to S seconds before closing (default 10; 0: close at once)")  # fmt: skip
     run.add_argument("--shutdown-timeout", type=_positive, default=10.0, metavar="S",
-                     help="graceful shutdown limit before exiting 1 (default 10)")  # fmt: skip
+                     help="limit of the close after the drain, before exiting 1 (default 10)")  # fmt: skip
     run.add_argument("--watch-parent", type=int, default=None, layered=False, help=argparse.SUPPRESS)
 
     cl = sub.add_parser("cluster", parents=[common, gossip], help="run MODULE:APP as N local node processes",

@@ -20,6 +20,7 @@ reply → ``Delivery.send`` → transport → socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as ssl_module
 import time
@@ -70,6 +71,8 @@ MaybeAwaitable = Any
 HEARTBEAT_BATCH = 100
 #: Fraction of the heartbeat interval over which one tick's batches are spread.
 HEARTBEAT_SPREAD = 0.5
+#: How often a drain looks again at server requests still awaiting answers (handlers are awaited directly).
+DRAIN_POLL = 0.05
 
 
 class Auth(NamedTuple):
@@ -148,6 +151,7 @@ class SocketServer:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing = False
         self._draining = False
+        self._drain_cut = asyncio.Event()
         self._joined = False
         self._closed = asyncio.Event()
         self._rlog = RateLimitedLog(log)
@@ -266,14 +270,27 @@ class SocketServer:
             return addr
         raise RuntimeError("the server has no listening socket")
 
-    async def close(self) -> None:
-        """Close every connection gracefully and stop; idempotent."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Close every connection gracefully (1001) and stop; idempotent.
+
+        ``drain`` (seconds; default 0, none) drains first. New upgrades are refused with 503
+        and ``/readyz`` answers 503 ``draining``; the node stays in its cluster, so its
+        connections keep receiving and its handlers can still reach other nodes; requests
+        in flight (handlers running, server requests awaiting a client's answer) may finish,
+        and requests arriving on open connections meanwhile are served too. The drain ends
+        as soon as none is in flight, or at the deadline; then the connections close with
+        1001 and whatever still runs is cancelled, as without a drain. Another ``close()``
+        during a drain ends the drain at once and waits for the close.
+        """
         if self._closing:
+            self._drain_cut.set()
             await self._closed.wait()  # another close() is finishing
             return
         self._closing = True
         core = self._core
         try:
+            if drain > 0 and self._started:
+                await self._drain(drain)
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
             if self._listener is not None:
@@ -292,6 +309,43 @@ class SocketServer:
                 await asyncio.gather(self._heartbeat_task, return_exceptions=True)
         finally:
             self._closed.set()
+
+    def in_flight(self) -> int:
+        """Requests in flight on this node: handlers running, and server requests awaiting a client's answer."""
+        core = self._core
+        return len(core.calls) + sum(len(core.table.owned_by(o)) for o in core.table.owners() if not isinstance(o, str))
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`close` is draining (new connections are refused with 503)."""
+        return self._draining
+
+    async def _drain(self, seconds: float) -> None:
+        self._draining = True
+        core = self._core
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + seconds
+        log.info(
+            "draining for up to %.1f s: new connections refused (503); %d request(s) in flight on %d connection(s)",
+            seconds,
+            self.in_flight(),
+            len(core.conns),
+        )
+        while self.in_flight() and not self._drain_cut.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            if len(core.calls):
+                await core.calls.wait(timeout=min(left, DRAIN_POLL))  # returns once the handlers are done
+            else:  # only server requests left: they settle from the table, not as tasks
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drain_cut.wait(), min(left, DRAIN_POLL))
+        left_over = self.in_flight()
+        if left_over:
+            log.warning("drain ended after %.1f s with %d request(s) still in flight", loop.time() - start, left_over)
+        else:
+            log.info("drained in %.2f s", loop.time() - start)
 
     async def __aenter__(self) -> SocketServer:
         return self

@@ -255,3 +255,4 @@ def test_demo_runs_for_its_duration_and_exits_0() -> None:
     assert "nodes alive 3/3" in last, last
     assert len(re.findall(r"^\d+\s+[0-9a-f]{16}\s+yes\s", last, re.M)) == 3, last
     assert "demo finished: 3 nodes" in out, out
+    assert re.search(r"^node 2 drained and left in [\d.]+ s \(exit code 0\)", out, re.M), out
