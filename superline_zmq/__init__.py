@@ -3,6 +3,7 @@
 The public API is what ``__all__`` lists; everything else is internal.
 """
 
+from superline_zmq._version import __version__ as __version__
 from superline_zmq.adapter import Adapter, Presence
 from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
 from superline_zmq.client import Backoff, Client, Subscription, connect
@@ -20,6 +21,7 @@ from superline_zmq.contract import (
 )
 from superline_zmq.errors import ContractError, ErrorCode, SocketError, SuperlineError
 from superline_zmq.ids import ConnId, NodeId, UserId
+from superline_zmq.metrics import Metrics
 from superline_zmq.presence import ConnDescriptor, NodeInfo
 from superline_zmq.server import (
     Auth,
@@ -30,6 +32,7 @@ from superline_zmq.server import (
     Conn,
     ConnTarget,
     Handshake,
+    HealthPaths,
     Heartbeat,
     LocalView,
     MiddlewareInfo,
@@ -60,11 +63,13 @@ __all__ = [
     "ErrorCode",
     "Event",
     "Handshake",
+    "HealthPaths",
     "Heartbeat",
     "JsonSerializer",
     "LocalView",
     "MemoryAdapter",
     "MemoryBus",
+    "Metrics",
     "MiddlewareInfo",
     "MsgpackSerializer",
     "NodeId",

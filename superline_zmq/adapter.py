@@ -77,6 +77,18 @@ class Presence(Protocol):
 
 
 @runtime_checkable
+class Readiness(Protocol):
+    """What an adapter may add to the :class:`Adapter` protocol to say whether it has joined.
+
+    Optional: ``/readyz`` asks an adapter that has it; one without it is ready once started.
+    """
+
+    def readiness(self) -> str | None:
+        """None once this node has joined its cluster, else a short reason why not."""
+        ...
+
+
+@runtime_checkable
 class Adapter(Protocol):
     """Links one server to the other nodes of its cluster."""
 
@@ -117,5 +129,6 @@ class Adapter(Protocol):
         ...
 
     def statistics(self) -> Mapping[str, int]:
-        """Counters, drops by reason included."""
+        """Counters, drops by reason included, and a few gauges (``channels``, ``members``, ...;
+        see :data:`superline_zmq.metrics.ADAPTER_GAUGES`)."""
         ...

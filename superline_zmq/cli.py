@@ -2,9 +2,19 @@
 
 Commands::
 
-    superline-zmq run MODULE:APP --ws HOST:PORT --bind ENDPOINT [--seed ENDPOINT ...] [--json]
+    superline-zmq run MODULE:APP [--adapter zeromq|redis] [--ws HOST:PORT] [--bind ENDPOINT] [--seed ENDPOINT ...]
+                                 [--metrics HOST:PORT] [--json] [--config FILE]
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
     superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0]
+    superline-zmq --version
+
+**Configuration.** Every option is also read from an environment variable
+(``SUPERLINE_`` + its name: ``--log-level`` is ``SUPERLINE_LOG_LEVEL``, the ``MODULE:APP``
+argument ``SUPERLINE_APP``; ``--help`` names each) and from a TOML file (``--config FILE``
+or ``SUPERLINE_CONFIG``; keys are the long flags without dashes: ``log-level = "debug"``,
+``seed = ["tcp://10.0.0.1:7001"]``). A flag beats the environment, which beats the file,
+which beats the default. An invalid value, from wherever it came, is refused with a
+message naming its source and exit code 2. See :mod:`superline_zmq.config`.
 
 Every command takes ``--timing local|lan`` (a :class:`~superline_zmq.ClusterTiming`
 preset, or a JSON object of its fields): ``run`` defaults to ``lan`` (beat 1 s, dead
@@ -14,18 +24,26 @@ preset's values.
 
 ``run`` imports ``MODULE`` (the current directory is on ``sys.path``) and takes ``APP``:
 a :class:`~superline_zmq.SocketServer`, or a zero-argument callable (sync or async)
-returning one. It swaps in the ZeroMQ adapter, listens, and prints one JSON line to
-stdout once serving::
+returning one. It swaps in the adapter (``--adapter zeromq``, the default, or ``redis``
+with ``--redis-url`` and the Redis adapter installed: ``pip install superline-zmq-redis``;
+``superline-zmq-redis`` is the same command), listens, answers ``/healthz`` and
+``/readyz`` on the WebSocket port (``--no-health`` turns that off), serves ``/metrics``,
+``/healthz`` and ``/readyz`` on ``--metrics HOST:PORT`` (extra ``superline-zmq[metrics]``),
+and prints one JSON line to stdout once serving::
 
     {"event": "ready", "node_id": "...", "ws": "ws://127.0.0.1:8080/", "pub": "tcp://...",
      "router": "tcp://...", "pid": 1234}
 
-With ``--json`` it also prints ``{"event": "member", "node": ..., "alive": ...}`` whenever
-its view of the cluster changes, ``{"event": "left", "node": ...}`` when a member is
-gone, and ``stopping``/``stopped`` lines; without it, human-readable logs go to stderr.
-SIGTERM or SIGINT closes the server gracefully (peers learn of the leave at once) and
-exits 0; a shutdown that takes longer than ``--shutdown-timeout`` exits 1, and a second
-signal exits 1 at once.
+(``"metrics": "http://..."`` too with ``--metrics``; the Redis adapter's line has
+``"prefix"`` instead of ``pub``/``router``.) With ``--json`` it also prints
+``{"event": "member", "node": ..., "alive": ...}`` whenever its view of the cluster
+changes, ``{"event": "left", "node": ...}`` when a member is gone, and
+``stopping``/``stopped`` lines; without it, human-readable logs go to stderr
+(``--log-format json``: one JSON object per line). SIGTERM or SIGINT drains: new
+connections are refused with 503 (``/readyz`` too), requests in flight may finish for up
+to ``--drain`` seconds (10; sooner once none is left), then connections close with 1001,
+the node leaves the cluster (peers learn at once) and exits 0. A close that takes longer
+than ``--shutdown-timeout`` after the drain exits 1, and a second signal exits 1 at once.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or an APP that is not a server.
 """
@@ -47,12 +65,16 @@ import traceback
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from superline_zmq import config
+from superline_zmq._version import __version__
 from superline_zmq.adapter import Adapter
+from superline_zmq.health import HealthPaths
+from superline_zmq.logs import JsonFormatter
 from superline_zmq.server import SocketServer
 from superline_zmq.timing import PRESETS, ClusterTiming
 
 if TYPE_CHECKING:
-    from superline_zmq.adapters.zeromq import ZeroMQAdapter
+    from superline_zmq.ops_http import OpsServer
     from superline_zmq.testing.cluster import LocalCluster
 
 log = logging.getLogger("superline_zmq.cli")
@@ -68,6 +90,10 @@ MAX_CLIENTS = 500
 
 class UsageError(Exception):
     """Bad arguments or an APP that does not resolve to a server (exit code 2)."""
+
+
+class RuntimeFailure(Exception):
+    """A node could not start for a reason other than its arguments (exit code 1)."""
 
 
 # ---------------------------------------------------------------------- output
@@ -103,11 +129,18 @@ class Output:
             log.info("%s", message)
 
 
-def _setup_logging(json_mode: bool, level: str | None) -> None:
-    lvl = getattr(logging, (level or ("WARNING" if json_mode else "INFO")).upper(), logging.INFO)
-    logging.basicConfig(
-        level=lvl, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
-    )
+#: ``--log-level`` values.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The format of human-readable log lines.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+def _setup_logging(json_mode: bool, level: str | None, fmt: str = "text") -> None:
+    """Log to stderr at ``level`` (default INFO, WARNING with ``--json``), as text or one JSON object a line."""
+    lvl = getattr(logging, (level or ("WARNING" if json_mode else "INFO")).upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=lvl, handlers=[handler])  # a no-op where logging is already set up (embedding, tests)
 
 
 # ---------------------------------------------------------------------- app loading
@@ -189,6 +222,34 @@ def _positive(value: str) -> float:
     return f
 
 
+def _log_level(value: str) -> str:
+    level = value.strip().lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if value not in options:
+            raise argparse.ArgumentTypeError(f"expected one of {', '.join(options)}, got {value!r}")
+        return value
+
+    parse.__name__ = "choice"
+    return parse
+
+
+def _seconds(value: str) -> float:
+    """A number of seconds, 0 or more."""
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not f >= 0 or f == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {value!r}")
+    return f
+
+
 def _bounded_int(lo: int, hi: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         try:
@@ -259,42 +320,106 @@ def _watchdog(seconds: float) -> None:
 
 
 # ---------------------------------------------------------------------- run
+#: Options that belong to one adapter: setting one (flag, env or file) with the other is refused.
+ADAPTER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "zeromq": ("bind", "pub_bind", "seed", "timing", "ttl", "forget_after"),
+    "redis": ("redis_url", "redis_prefix", "redis_presence_ttl", "redis_liveness_poll"),
+}
+
+
+class NodeSetup:
+    """What an adapter's runner hands ``serve_node``: the adapter, extra ``ready`` fields, a watcher."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        ready: Mapping[str, Any],
+        watch: Callable[[Stopper], Coroutine[Any, Any, None]] | None,
+    ) -> None:
+        self.adapter = adapter
+        self.ready = ready
+        self.watch = watch
+
+
+async def _zeromq_node(args: argparse.Namespace, out: Output) -> NodeSetup:
+    from superline_zmq.adapters.zeromq import zeromq_adapter
+
+    try:
+        adapter = await zeromq_adapter(
+            bind=args.bind, seeds=list(args.seed), pub_bind=args.pub_bind, timing=args.timing
+        )
+    except ValueError as exc:  # bad endpoints or timings
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # zmq.ZMQError: an endpoint cannot be bound
+        raise RuntimeFailure(f"could not start the ZeroMQ adapter on {args.bind}: {exc}") from None
+    endpoints = dict(adapter.endpoints)
+    if not args.json:
+        log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
+    return NodeSetup(
+        adapter,
+        {"pub": endpoints.get("pub"), "router": endpoints.get("router")},
+        lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
+    )
+
+
+async def _redis_node(args: argparse.Namespace, out: Output) -> NodeSetup:
+    try:  # a separate distribution: imported only when asked for
+        redis_adapter = importlib.import_module("superline_zmq_redis").redis_adapter
+    except ImportError as exc:
+        raise UsageError(
+            f"--adapter redis needs the Redis adapter, which is not installed ({exc}): pip install superline-zmq-redis"
+        ) from None
+    try:
+        adapter = await redis_adapter(
+            args.redis_url,
+            prefix=args.redis_prefix,
+            presence_ttl=args.redis_presence_ttl,
+            heartbeat_interval=args.heartbeat_interval,
+            liveness_poll=args.redis_liveness_poll,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # redis-py's ConnectionError / AuthenticationError, a timeout
+        raise RuntimeFailure(f"could not reach Redis at {args.redis_url}: {exc!r}") from None
+    return NodeSetup(
+        adapter,
+        {"prefix": args.redis_prefix},
+        lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
+    )
+
+
+#: ``--adapter`` name -> the coroutine building that adapter from the options.
+ADAPTERS: dict[str, Callable[[argparse.Namespace, Output], Coroutine[Any, Any, NodeSetup]]] = {
+    "zeromq": _zeromq_node,
+    "redis": _redis_node,
+}
+
+
 async def _run(args: argparse.Namespace) -> int:
     out = Output(args.json)
     host, port = args.ws
     try:
         srv = await resolve_server(load_target(args.app), args.app)
+        node = await ADAPTERS[args.adapter](args, out)
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    from superline_zmq.adapters.zeromq import zeromq_adapter
-
-    try:
-        adapter = await zeromq_adapter(
-            bind=args.bind,
-            seeds=list(args.seed),
-            pub_bind=args.pub_bind,
-            timing=args.timing,
-        )
-    except ValueError as exc:  # bad endpoints or timings
+    except RuntimeFailure as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # zmq.ZMQError: an endpoint cannot be bound
-        print(f"{PROG}: error: could not start the ZeroMQ adapter on {args.bind}: {exc}", file=sys.stderr)
         return 1
-    endpoints = dict(adapter.endpoints)
-    if not args.json:
-        log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
     return await serve_node(
         srv,
-        adapter,
+        node.adapter,
         app=args.app,
         host=host,
         port=port,
         out=out,
-        ready={"pub": endpoints.get("pub"), "router": endpoints.get("router")},
+        ready=node.ready,
         shutdown_timeout=args.shutdown_timeout,
-        watch=lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
+        watch=node.watch,
+        metrics=args.metrics,
+        health=args.health,
+        drain=args.drain,
     )
 
 
@@ -310,12 +435,18 @@ async def serve_node(
     shutdown_timeout: float,
     watch: Callable[[Stopper], Coroutine[Any, Any, None]] | None = None,
     prog: str = PROG,
+    metrics: tuple[str, int] | None = None,
+    health: bool = True,
+    drain: float = 0.0,
 ) -> int:
     """Serve ``srv`` on ``adapter`` until SIGTERM/SIGINT (or ``watch`` ends), then close it; the exit code.
 
-    The shared tail of every node runner (``superline-zmq run``, the Redis adapter's): attach the
-    adapter, listen, print the ``ready`` line (``ready`` adds fields), and shut down gracefully
-    within ``shutdown_timeout`` or exit 1 (a watchdog makes sure of it).
+    The shared tail of every node runner: attach the adapter, answer the health paths on
+    the WebSocket port (``health``), start the operations port (``metrics``: ``/metrics``,
+    ``/healthz``, ``/readyz``), listen, print the ``ready`` line (``ready`` adds fields),
+    and on the first SIGTERM/SIGINT drain for up to ``drain`` seconds (new connections
+    refused, requests in flight finish), then close within ``shutdown_timeout`` or exit 1
+    (a watchdog makes sure of it). A second signal exits 1 at once.
     """
     try:
         srv.use_adapter(adapter)
@@ -324,6 +455,27 @@ async def serve_node(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(adapter.close(), shutdown_timeout)
         return 2
+    if health:
+        srv.health_paths = srv.health_paths or HealthPaths()
+    else:
+        srv.health_paths = None
+    ops: OpsServer | None = None
+    extra: dict[str, Any] = {}
+    if metrics is not None:
+        from superline_zmq.ops_http import OpsServer
+
+        try:
+            ops = OpsServer(srv)
+            await ops.start(*metrics)
+        except ImportError as exc:
+            print(f"{prog}: error: --metrics: {exc}", file=sys.stderr)
+            await _close_quietly(srv, adapter, shutdown_timeout)
+            return 2
+        except OSError as exc:
+            print(f"{prog}: error: could not serve metrics on {metrics[0]}:{metrics[1]}: {exc}", file=sys.stderr)
+            await _close_quietly(srv, adapter, shutdown_timeout)
+            return 1
+        extra["metrics"] = ops.url + "/metrics"
     stopper = Stopper()
     stopper.install()
     try:
@@ -332,10 +484,13 @@ async def serve_node(
         print(f"{prog}: error: could not listen on {host}:{port}: {exc}", file=sys.stderr)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(srv.close(), shutdown_timeout)
+        if ops is not None:
+            await ops.close()
         return 1
-    out.line({"event": "ready", "node_id": srv.node_id, "ws": srv.url, **ready, "pid": os.getpid()})
+    out.line({"event": "ready", "node_id": srv.node_id, "ws": srv.url, **ready, **extra, "pid": os.getpid()})
     if not out.json_mode:
-        log.info("node %s serving %s (%s)", srv.node_id, srv.url, ", ".join(f"{k} {v}" for k, v in ready.items()))
+        fields = {**ready, **extra}
+        log.info("node %s serving %s (%s)", srv.node_id, srv.url, ", ".join(f"{k} {v}" for k, v in fields.items()))
     tasks: set[asyncio.Task[Any]] = {asyncio.create_task(stopper.event.wait())}
     if watch is not None:
         tasks.add(asyncio.create_task(watch(stopper)))
@@ -350,25 +505,54 @@ async def serve_node(
                 log.error("a node watcher failed: %r", outcome)
                 failed = True
                 stopper.stop("internal error")
-    _watchdog(shutdown_timeout + 5.0)
-    out.event(
-        "stopping", f"stopping ({stopper.reason}): closing connections and leaving the cluster", reason=stopper.reason
-    )
+    _watchdog(drain + shutdown_timeout + 5.0)
+    conns, in_flight = len(srv.connections), srv.in_flight()
+    if drain > 0:
+        message = (
+            f"stopping ({stopper.reason}): draining for up to {drain:g} s: new connections refused (503), "
+            f"{in_flight} request(s) in flight on {conns} connection(s); then closing them (1001) and leaving"
+        )
+    else:
+        message = f"stopping ({stopper.reason}): closing connections and leaving the cluster"
+    out.event("stopping", message, reason=stopper.reason, drain=drain, connections=conns, in_flight=in_flight)
     try:
-        await asyncio.wait_for(srv.close(), shutdown_timeout)
-    except TimeoutError:
-        print(f"{prog}: error: shutdown took longer than {shutdown_timeout} s", file=sys.stderr)
-        out.event("stopped", "stopped (timeout)", code=1)
-        return 1
+        try:
+            await asyncio.wait_for(srv.close(drain=drain), drain + shutdown_timeout)
+        except TimeoutError:
+            print(f"{prog}: error: shutdown took longer than {drain + shutdown_timeout:g} s", file=sys.stderr)
+            out.event("stopped", "stopped (timeout)", code=1)
+            return 1
+    finally:
+        if ops is not None:
+            await ops.close()
     out.event("stopped", "stopped", code=1 if failed else 0)
     return 1 if failed else 0
 
 
-async def _watch_members(adapter: ZeroMQAdapter, out: Output, stopper: Stopper, parent: int | None) -> None:
+async def _close_quietly(srv: SocketServer, adapter: Adapter, timeout: float) -> None:
+    """Undo ``use_adapter`` before the server started: close the adapter (and the server)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(srv.close(), timeout)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(adapter.close(), timeout)
+
+
+def _member_view(adapter: Adapter) -> dict[str, bool]:
+    """The adapter's members (others) with their liveness: ``members()`` as a dict or a set of live ones."""
+    members = getattr(adapter, "members", None)
+    if members is None:
+        return {}
+    view = members()
+    if isinstance(view, Mapping):
+        return {str(n): bool(alive) for n, alive in view.items()}
+    return {str(n): True for n in view}
+
+
+async def _watch_members(adapter: Adapter, out: Output, stopper: Stopper, parent: int | None) -> None:
     """Report changes of the adapter's member view; stop when the watched parent is gone."""
     seen: dict[str, bool] = {}
     while True:
-        current = {str(n): bool(alive) for n, alive in adapter.members().items()}
+        current = _member_view(adapter)
         for node, alive in current.items():
             if seen.get(node) != alive:
                 out.event("member", f"member {node} is {'alive' if alive else 'DEAD'}", node=node, alive=alive)
@@ -424,7 +608,10 @@ async def _cluster(args: argparse.Namespace) -> int:
         host=args.host,
         ws_port=args.ws_port,
         allow_remote=args.allow_remote,
-        extra_args=["--log-level", args.log_level] if args.log_level else (),
+        extra_args=[
+            *(["--log-level", args.log_level] if args.log_level else []),
+            *(["--log-format", args.log_format] if args.log_format != "text" else []),
+        ],
     )
     stopper = Stopper()
     stopper.on_force.append(_kill_children(cluster))
@@ -511,65 +698,118 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--loop",
-        choices=("auto", "asyncio", "uvloop"),
-        default="auto",
-        help="event loop: uvloop when installed (auto, the default), or force one",
+def build_parser(prog: str = PROG) -> config.LayeredParser:
+    """The command line: one table of options per command; each also reads ``SUPERLINE_*`` and ``--config``."""
+    P = config.LayeredParser
+    epilog = (
+        "Every option can also be set by the environment variable shown in brackets, or in a TOML file "
+        "(--config FILE or $SUPERLINE_CONFIG) under the option's long name without dashes, e.g. "
+        'log-level = "debug" or seed = ["tcp://10.0.0.1:7001"]. A flag beats the environment, '
+        "which beats the file, which beats the default."
     )
-    common.add_argument("--log-level", default=None, help="logging level (default INFO, WARNING with --json)")
+    common = P(add_help=False)
+    common.add_argument("--config", metavar="FILE", layered=False,
+                        help="read options from this TOML file [env SUPERLINE_CONFIG]")  # fmt: skip
+    common.add_argument("--loop", type=_choice("auto", "asyncio", "uvloop"), default="auto",
+                        metavar="auto|asyncio|uvloop",
+                        help="event loop: uvloop when installed (auto, the default), or force one")  # fmt: skip
+    common.add_argument("--log-level", type=_log_level, default=None, metavar="|".join(LOG_LEVELS),
+                        help="logging level on stderr (default info, warning with --json)")  # fmt: skip
+    common.add_argument("--log-format", type=_choice("text", "json"), default="text", metavar="text|json",
+                        help="log lines as text (default) or one JSON object per line")  # fmt: skip
 
-    gossip = argparse.ArgumentParser(add_help=False)
+    gossip = P(add_help=False)
     gossip.add_argument("--timing", default=None, metavar="|".join(PRESETS),
                         help="timing preset, or a JSON object of ClusterTiming fields "
                         "(default: lan for run, local for cluster and demo)")  # fmt: skip
-    gossip.add_argument("--heartbeat-interval", type=_positive, default=None, metavar="S", help="seconds between beats")
+    gossip.add_argument("--heartbeat-interval", type=_positive, default=None, metavar="S",
+                        help="seconds between beats (the Redis adapter: between liveness renewals, "
+                        "default presence-ttl / 3)")  # fmt: skip
     gossip.add_argument("--ttl", type=_positive, default=None, metavar="S", help="a member unheard for S is dead")
     gossip.add_argument("--forget-after", type=_positive, default=None, metavar="S",
                         help="a member unheard for S is forgotten (default: twice the ttl)")  # fmt: skip
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Typed WebSocket servers clustered over ZeroMQ.")
+    parser = P(prog=prog, description="Typed WebSocket servers clustered over ZeroMQ.", epilog=epilog)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common, gossip], help="run MODULE:APP as one cluster node")
-    run.add_argument("app", metavar="MODULE:APP", help="a SocketServer, or a zero-arg (async) callable returning one")
+    run = sub.add_parser("run", parents=[common, gossip], help="run MODULE:APP as one cluster node", epilog=epilog)
+    run.add_argument("app", nargs="?", default=None, metavar="MODULE:APP",
+                     help="a SocketServer, or a zero-arg (async) callable returning one")  # fmt: skip
+    run.add_argument("--adapter", type=_choice(*ADAPTERS), default="zeromq", metavar="|".join(ADAPTERS),
+                     help="how nodes reach each other (default zeromq; redis needs superline-zmq-redis)")  # fmt: skip
     run.add_argument("--ws", type=parse_hostport, default=("127.0.0.1", 0), metavar="HOST:PORT",
                      help="WebSocket listen address (port 0: any free port; default 127.0.0.1:0)")  # fmt: skip
+    run.add_argument("--health", action=argparse.BooleanOptionalAction, default=True,
+                     help="answer /healthz and /readyz on the WebSocket port (default on)")  # fmt: skip
+    run.add_argument("--metrics", type=parse_hostport, default=None, metavar="HOST:PORT",
+                     help="serve /metrics, /healthz and /readyz over HTTP here "
+                     "(needs superline-zmq[metrics]; default off)")  # fmt: skip
     run.add_argument("--bind", default="tcp://127.0.0.1:0", metavar="ENDPOINT",
-                     help="ZeroMQ router bind endpoint (default tcp://127.0.0.1:0)")  # fmt: skip
-    run.add_argument("--pub-bind", default=None, metavar="ENDPOINT", help="ZeroMQ pub bind endpoint")
+                     help="zeromq: router bind endpoint (default tcp://127.0.0.1:0)")  # fmt: skip
+    run.add_argument("--pub-bind", default=None, metavar="ENDPOINT", help="zeromq: pub bind endpoint")
     run.add_argument("--seed", action="append", default=[], metavar="ENDPOINT",
-                     help="router endpoint of an existing member (repeatable)")  # fmt: skip
-    run.add_argument("--json", action="store_true", help="JSON event lines on stdout")
+                     help="zeromq: router endpoint of an existing member "
+                     "(repeatable; in the environment: comma-separated)")  # fmt: skip
+    run.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", metavar="URL",
+                     help="redis: the server (default redis://127.0.0.1:6379/0)")  # fmt: skip
+    run.add_argument("--redis-prefix", default="superline", metavar="PREFIX",
+                     help="redis: key and channel prefix of the cluster (default superline)")  # fmt: skip
+    run.add_argument("--redis-presence-ttl", type=_positive, default=90.0, metavar="S",
+                     help="redis: a node silent this long leaves presence (default 90)")  # fmt: skip
+    run.add_argument("--redis-liveness-poll", type=_positive, default=1.0, metavar="S",
+                     help="redis: refresh period of the live-node view (default 1)")  # fmt: skip
+    run.add_argument("--json", action=argparse.BooleanOptionalAction, default=False,
+                     help="JSON event lines on stdout")  # fmt: skip
+    run.add_argument("--drain", type=_seconds, default=10.0, metavar="S",
+                     help="on SIGTERM/SIGINT, refuse new connections and let requests in flight finish "
+                     "for up to S seconds before closing (default 10; 0: close at once)")  # fmt: skip
     run.add_argument("--shutdown-timeout", type=_positive, default=10.0, metavar="S",
-                     help="graceful shutdown limit before exiting 1 (default 10)")  # fmt: skip
-    run.add_argument("--watch-parent", type=int, default=None, help=argparse.SUPPRESS)
+                     help="limit of the close after the drain, before exiting 1 (default 10)")  # fmt: skip
+    run.add_argument("--watch-parent", type=int, default=None, layered=False, help=argparse.SUPPRESS)
 
-    cl = sub.add_parser("cluster", parents=[common, gossip], help="run MODULE:APP as N local node processes")
-    cl.add_argument("app", metavar="MODULE:APP")
+    cl = sub.add_parser("cluster", parents=[common, gossip], help="run MODULE:APP as N local node processes",
+                        epilog=epilog)  # fmt: skip
+    cl.add_argument("app", nargs="?", default=None, metavar="MODULE:APP")
     cl.add_argument("--nodes", type=_bounded_int(1, MAX_NODES), default=3, help="number of nodes (default 3)")
     cl.add_argument("--host", default="127.0.0.1", help="address of every socket (default 127.0.0.1)")
     cl.add_argument("--ws-port", type=_bounded_int(0, 65535), default=0, metavar="BASE",
                     help="node k listens on BASE+k (default 0: any free port)")  # fmt: skip
-    cl.add_argument("--seeds", choices=("first", "chain"), default="first",
+    cl.add_argument("--seeds", type=_choice("first", "chain"), default="first", metavar="first|chain",
                     help="seed every node with node 0 (first) or node k with node k-1 (chain)")  # fmt: skip
-    cl.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    cl.add_argument("--allow-remote", action=argparse.BooleanOptionalAction, default=False,
+                    help="allow a non-loopback --host")  # fmt: skip
     cl.add_argument("--ready-timeout", type=_positive, default=30.0, metavar="S")
     cl.add_argument("--stop-timeout", type=_positive, default=10.0, metavar="S")
 
-    demo = sub.add_parser("demo", parents=[common, gossip], help="a chat app on a local cluster with simulated users")
+    demo = sub.add_parser("demo", parents=[common, gossip], help="a chat app on a local cluster with simulated users",
+                          epilog=epilog)  # fmt: skip
     demo.add_argument("--nodes", type=_bounded_int(1, MAX_NODES), default=3)
     demo.add_argument("--clients", type=_bounded_int(0, MAX_CLIENTS), default=24)
-    demo.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: Ctrl-C)")
+    demo.add_argument("--duration", type=_seconds, default=0.0, metavar="S", help="stop after S seconds (0: Ctrl-C)")
     demo.add_argument("--interval", type=_positive, default=1.0, metavar="S", help="display refresh (default 1)")
-    demo.add_argument("--seed", type=int, default=None, help="random seed of the simulated clients")
+    demo.add_argument("--seed", type=int, default=None, env="SUPERLINE_DEMO_SEED",
+                      help="random seed of the simulated clients")  # fmt: skip
     return parser
 
 
-def _defaults(args: argparse.Namespace) -> None:
-    """Resolve ``--timing`` and the flags overriding it into ``args.timing`` (UsageError if inconsistent)."""
+def _defaults(args: argparse.Namespace, sources: Mapping[str, str] | None = None) -> None:
+    """Check the options together and resolve ``--timing`` and the flags overriding it into
+    ``args.timing`` (UsageError if inconsistent); ``sources`` says which were set (not defaults)."""
+    sources = sources or {}
+    if args.command in ("run", "cluster") and not args.app:
+        raise UsageError("MODULE:APP is required (as an argument, $SUPERLINE_APP or the config file's app key)")
+    if args.command == "run":
+        for adapter, dests in ADAPTER_OPTIONS.items():
+            if adapter == args.adapter:
+                continue
+            for dest in dests:
+                if sources.get(dest, "default") != "default":
+                    flag = "--" + dest.replace("_", "-")
+                    raise UsageError(f"{flag} ({_where(sources[dest])}) is an option of --adapter {adapter}, "
+                                     f"not {args.adapter}")  # fmt: skip
+        if args.adapter != "zeromq":
+            return  # the gossip timings are the ZeroMQ adapter's; --heartbeat-interval stays as given
     spec = args.timing if args.timing is not None else ("local" if args.command in ("cluster", "demo") else "lan")
     try:
         preset = ClusterTiming.from_spec(spec)
@@ -583,23 +823,40 @@ def _defaults(args: argparse.Namespace) -> None:
     args.heartbeat_interval, args.ttl = timing.heartbeat_interval, timing.ttl
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _where(source: str) -> str:
+    kind, _, name = source.partition(" ")
+    return {"flag": "given as a flag", "env": f"from ${name}", "file": f"from the config file's {name!r}"}.get(
+        kind, source
+    )
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] | None = None, prog: str = PROG) -> config.Parsed:
+    """The command line, the environment and the config file resolved and checked (UsageError when bad).
+
+    argparse's own errors (a bad flag) print usage and raise SystemExit(2), as always.
+    """
+    try:
+        parsed = config.parse(build_parser(prog), argv, environ)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    _defaults(parsed.args, parsed.sources)
+    return parsed
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     """Entry point of ``superline-zmq``; returns the exit code."""
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        args = parse_args(argv, prog=prog).args
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
         return int(exc.code) if isinstance(exc.code, int) else 2
-    try:
-        _defaults(args)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(getattr(args, "json", False), args.log_level)
+    _setup_logging(getattr(args, "json", False), args.log_level, args.log_format)
     try:
         factory = loop_factory(args.loop)
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     commands: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
         "run": _run,

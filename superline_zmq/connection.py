@@ -106,9 +106,9 @@ class ConnCore:
             return
         core = self._core
         if isinstance(ev, Call):
-            core.tasks.spawn(self._call(ev))
+            core.calls.spawn(self._call(ev))
         elif isinstance(ev, Reply):
-            core.delivery.send(self, ev.frame)
+            core.delivery.send(self, ev.frame)  # NOT_FOUND (counted by the session) or a bad subscribe
         elif isinstance(ev, Answered):
             core.settle(ev.entry, ev.value, ev.error)
         elif isinstance(ev, Subscribe):
@@ -125,15 +125,20 @@ class ConnCore:
     async def _call(self, ev: Call) -> None:
         frame = ev.frame
         core = self._core
+        timer = core.timer
+        start = timer()
         try:
             result = await core.dispatch.request(self.handle, frame, ev.route)
             data = self.session.result(frame.i, result)
         except SocketError as exc:
+            core.requests.error(exc.code, timer() - start)
             self.send_error(frame.i, exc.code, exc.message, exc.data)
             return
         except Exception as exc:
+            core.requests.error(ErrorCode.INTERNAL, timer() - start)
             self.internal(frame.i, exc)
             return
+        core.requests.ok(timer() - start)
         core.delivery.send(self, data)
 
     async def _subscribe(self, sub: Subscribe) -> None:

@@ -11,6 +11,7 @@ clients and to other nodes expire from :meth:`PendingTable.expire
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from superline_zmq.delivery import Delivery
 from superline_zmq.dispatch import Dispatcher, Middleware
 from superline_zmq.errors import ErrorCode, SocketError
 from superline_zmq.ids import ConnId, NodeId
+from superline_zmq.metrics import LatencyHistogram, RequestOutcomes
 from superline_zmq.requests import Pending, PendingTable
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerStats
 from superline_zmq.tasks import Report, TaskOwner
@@ -60,7 +62,14 @@ class Core:
         self.report = report
         self.heartbeat = heartbeat
         self.stats = ServerStats()
-        #: Handlers, subscribes and closes: cancelled on shutdown.
+        #: A monotonic high-resolution clock for latencies (``loop.time()`` may tick in milliseconds).
+        self.timer: Callable[[], float] = time.perf_counter
+        #: Request outcomes and handler latency; latency of asks to other nodes.
+        self.requests = RequestOutcomes()
+        self.asks = LatencyHistogram()
+        #: Request handlers: a graceful drain waits for them; cancelled on shutdown.
+        self.calls = TaskOwner(report)
+        #: Subscribes, closes and the like: cancelled on shutdown.
         self.tasks = TaskOwner(report)
         #: ``on_disconnect`` hooks: waited for on shutdown before anything is cancelled.
         self.hooks = TaskOwner(report)
@@ -137,7 +146,10 @@ class Core:
         self._timer = None
         loop = asyncio.get_running_loop()
         for entry in self.table.expire(loop.time()):
-            self.stats.requests_timed_out += 1
+            if isinstance(entry.owner, str):  # owned by a node id: an ask to another node
+                self.stats.asks_timed_out += 1
+            else:
+                self.stats.server_requests_timed_out += 1
             self.settle(entry, None, SocketError(ErrorCode.TIMEOUT, f"Request '{entry.name}' timed out"))
         nxt = self.table.next_deadline()
         if nxt is not None:

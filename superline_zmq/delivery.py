@@ -55,6 +55,9 @@ class Delivery:
         if not link.send(data):
             self._stats.dropped_closed += 1
             return False
+        stats = self._stats
+        stats.frames_out += 1
+        stats.bytes_out += len(data)
         return True
 
     def fanout(self, members: Iterable[ConnCore], data: bytes, *, enforce: bool = True) -> None:
@@ -82,6 +85,9 @@ class Delivery:
                 mixed = True
             ready.append(link)
         if ready:
+            stats = self._stats
+            stats.frames_out += len(ready)
+            stats.bytes_out += len(ready) * len(data)
             if not mixed:
                 ready[0].fanout(ready, data)
             else:  # members on several transports (rare): one fanout call per transport

@@ -12,7 +12,9 @@ The app (``superline_zmq.demo:app``) is small but exercises what a cluster is fo
 
 :func:`run_demo` starts the app as a local cluster (real processes, loopback only), runs
 a bounded number of simulated users with our own client, and redraws a summary every
-``interval`` seconds until ``duration`` has passed or it is stopped.
+``interval`` seconds until ``duration`` has passed or it is stopped. Then it drains one
+node while the users still run (:func:`drain_one`: SIGTERM, new connections refused,
+requests in flight finished, connections closed with 1001) and stops the rest.
 """
 
 from __future__ import annotations
@@ -325,6 +327,33 @@ def render(
     return "\n".join(lines)
 
 
+async def drain_one(cluster: LocalCluster, k: int, out: TextIO) -> None:
+    """SIGTERM node ``k`` while the simulated users run, and tell what its graceful drain did."""
+    node = cluster.nodes[k]
+    out.write(
+        f"draining node {k} (SIGTERM): it refuses new connections with 503 and lets the requests in flight "
+        "finish, then closes its connections with 1001 and leaves the cluster\n"
+    )
+    out.flush()
+    t0 = time.monotonic()
+    try:
+        code = await cluster.stop(k, timeout=30.0)
+    except Exception as exc:  # ClusterError: it did not stop in time (then it was killed)
+        out.write(f"node {k} did not drain: {exc}\n")
+        return
+    stopping = next((e for e in node.events if e.get("event") == "stopping"), {})
+    detail = (
+        f"{stopping['in_flight']} request(s) were in flight on {stopping['connections']} connection(s); "
+        if "in_flight" in stopping
+        else ""
+    )
+    out.write(
+        f"node {k} drained and left in {time.monotonic() - t0:.1f} s (exit code {code}): {detail}"
+        "its users reconnect to the other nodes\n"
+    )
+    out.flush()
+
+
 async def run_demo(
     *,
     nodes: int = 3,
@@ -424,6 +453,8 @@ async def run_demo(
                 break
             wait = interval if not duration else min(interval, max(0.0, duration - elapsed))
             await _pause(stop, wait)
+        if len(cluster.nodes) > 1:
+            await drain_one(cluster, len(cluster.nodes) - 1, out)
     finally:
         stop_clients.set()
         if sims:

@@ -263,9 +263,13 @@ class GossipDriver:
         return not self._closed
 
     def statistics(self) -> dict[str, int]:
-        """``bad_gossip``, ``link_errors``, ``tick_errors``, ``members`` (0 once closed) and the
-        machine's own counters prefixed ``gossip_``."""
+        """``bad_gossip``, ``link_errors``, ``tick_errors``; the gauges ``members`` (known, 0 once
+        closed), ``members_alive`` (of those, alive) and ``presence_connections`` (connections
+        on live nodes); and the machine's own counters prefixed ``gossip_``."""
         stats = dict(self._stats)
-        stats["members"] = len(self.members())
+        members = self.members()
+        stats["members"] = len(members)
+        stats["members_alive"] = sum(1 for state in members.values() if state is ALIVE)
+        stats["presence_connections"] = 0 if self._closed else self.gossip.replica.count()
         stats.update({f"gossip_{k}": v for k, v in self.gossip.stats.items()})
         return stats

@@ -1,10 +1,13 @@
-"""Rate-limited logging: every drop is logged, without letting a flood drown the log."""
+"""Logging helpers: a rate limit (every drop is logged, without letting a flood drown the log),
+and a JSON formatter (one object per line, for ``--log-format json``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 
 class RateLimitedLog:
@@ -45,3 +48,30 @@ class RateLimitedLog:
         self._windows[key] = (start, sent, suppressed)
         if len(self._windows) > 1024:  # keys are a few fixed reasons; bound it anyway
             self._windows.pop(next(iter(self._windows)))
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one JSON object on one line.
+
+    Keys: ``time`` (ISO 8601, UTC, milliseconds), ``level``, ``logger``, ``message``
+    (arguments applied), ``pid``; ``exc`` (the formatted traceback) and ``stack`` when the
+    record has them. Newlines inside values are escaped, so a line is always one record.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)

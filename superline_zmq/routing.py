@@ -305,6 +305,7 @@ class Router:
         fut: asyncio.Future[Any] = loop.create_future()
         pending = core.table.open(name, fut, owner=node, deadline=loop.time() + timeout)
         core.stats.remote_requests += 1
+        start = core.timer()
         try:
             raw_input = core.encode(payload)
             if not self.adapter.send(node, envelope.encode(envelope.Ask(pending.id, id, name, raw_input, timeout))):
@@ -312,7 +313,11 @@ class Router:
             core.watch(pending)
             if self._ask_watch is None or self._ask_watch.done():
                 self._ask_watch = core.tasks.spawn(self._watch_asks())
-            raw = await fut
+            try:
+                raw = await fut
+            finally:
+                if not fut.cancelled():
+                    core.asks.observe(core.timer() - start)  # answered, failed or timed out: not cancelled
         finally:
             core.table.cancel(pending.id)
         try:

@@ -20,6 +20,7 @@ reply → ``Delivery.send`` → transport → socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl as ssl_module
 import time
@@ -28,7 +29,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from superline_zmq import names, wire
-from superline_zmq.adapter import Adapter
+from superline_zmq.adapter import Adapter, Readiness
 from superline_zmq.adapters.memory import MemoryAdapter
 from superline_zmq.connection import ConnCore
 from superline_zmq.contract import SHARED, Contract, Entry, Surface
@@ -46,8 +47,12 @@ from superline_zmq.handles import (
     Room,
     UserTarget,
 )
+from superline_zmq.health import HealthPaths
+from superline_zmq.health import answer as health_answer
+from superline_zmq.health import health_paths as resolve_health_paths
 from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
 from superline_zmq.logs import RateLimitedLog
+from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
 from superline_zmq.routing import BusListener, BusMeta, Listener, Router
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerSession, ServerStats
 from superline_zmq.tasks import Reporter, maybe_await
@@ -66,6 +71,8 @@ MaybeAwaitable = Any
 HEARTBEAT_BATCH = 100
 #: Fraction of the heartbeat interval over which one tick's batches are spread.
 HEARTBEAT_SPREAD = 0.5
+#: How often a drain looks again at server requests still awaiting answers (handlers are awaited directly).
+DRAIN_POLL = 0.05
 
 
 class Auth(NamedTuple):
@@ -102,8 +109,12 @@ class SocketServer:
         clock: Callable[[], float] = time.time,
         identify: Callable[[Conn], Any] | None = None,
         describe_conn: Callable[[Conn], Mapping[str, Any]] | None = None,
+        health_paths: HealthPaths | bool = False,
     ) -> None:
         self.contract = contract
+        #: Answer ``/healthz`` and ``/readyz`` on the WebSocket port (None: off, the default;
+        #: ``superline-zmq run`` turns it on). See :mod:`superline_zmq.health`.
+        self.health_paths: HealthPaths | None = resolve_health_paths(health_paths)
         self.node_id: NodeId = node_id or new_node_id()
         self.max_message_size = max_message_size
         self.serializer = wire.get_serializer(serializer)
@@ -139,6 +150,9 @@ class SocketServer:
         self._ws_endpoint: WebsocketsEndpoint | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing = False
+        self._draining = False
+        self._drain_cut = asyncio.Event()
+        self._joined = False
         self._closed = asyncio.Event()
         self._rlog = RateLimitedLog(log)
         self._ping = self.serializer.encode(wire.Ping())
@@ -229,6 +243,7 @@ class SocketServer:
             return
         self._started = True
         await self._router.start()
+        self._joined = True
         if self._core.heartbeat is not None and self._heartbeat_task is None:
             self._start_heartbeat()
 
@@ -255,14 +270,27 @@ class SocketServer:
             return addr
         raise RuntimeError("the server has no listening socket")
 
-    async def close(self) -> None:
-        """Close every connection gracefully and stop; idempotent."""
+    async def close(self, drain: float = 0.0) -> None:
+        """Close every connection gracefully (1001) and stop; idempotent.
+
+        ``drain`` (seconds; default 0, none) drains first. New upgrades are refused with 503
+        and ``/readyz`` answers 503 ``draining``; the node stays in its cluster, so its
+        connections keep receiving and its handlers can still reach other nodes; requests
+        in flight (handlers running, server requests awaiting a client's answer) may finish,
+        and requests arriving on open connections meanwhile are served too. The drain ends
+        as soon as none is in flight, or at the deadline; then the connections close with
+        1001 and whatever still runs is cancelled, as without a drain. Another ``close()``
+        during a drain ends the drain at once and waits for the close.
+        """
         if self._closing:
+            self._drain_cut.set()
             await self._closed.wait()  # another close() is finishing
             return
         self._closing = True
         core = self._core
         try:
+            if drain > 0 and self._started:
+                await self._drain(drain)
             if self._heartbeat_task is not None:
                 self._heartbeat_task.cancel()
             if self._listener is not None:
@@ -272,6 +300,7 @@ class SocketServer:
             if self._listener is not None:
                 await self._listener.wait_closed()
             await core.hooks.wait(timeout=SLOW_CLOSE_GRACE * 5)
+            await core.calls.close()
             await core.tasks.close()
             core.fail_all(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             await self._router.close()
@@ -281,6 +310,43 @@ class SocketServer:
         finally:
             self._closed.set()
 
+    def in_flight(self) -> int:
+        """Requests in flight on this node: handlers running, and server requests awaiting a client's answer."""
+        core = self._core
+        return len(core.calls) + sum(len(core.table.owned_by(o)) for o in core.table.owners() if not isinstance(o, str))
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`close` is draining (new connections are refused with 503)."""
+        return self._draining
+
+    async def _drain(self, seconds: float) -> None:
+        self._draining = True
+        core = self._core
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + seconds
+        log.info(
+            "draining for up to %.1f s: new connections refused (503); %d request(s) in flight on %d connection(s)",
+            seconds,
+            self.in_flight(),
+            len(core.conns),
+        )
+        while self.in_flight() and not self._drain_cut.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            if len(core.calls):
+                await core.calls.wait(timeout=min(left, DRAIN_POLL))  # returns once the handlers are done
+            else:  # only server requests left: they settle from the table, not as tasks
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drain_cut.wait(), min(left, DRAIN_POLL))
+        left_over = self.in_flight()
+        if left_over:
+            log.warning("drain ended after %.1f s with %d request(s) still in flight", loop.time() - start, left_over)
+        else:
+            log.info("drained in %.2f s", loop.time() - start)
+
     async def __aenter__(self) -> SocketServer:
         return self
 
@@ -289,7 +355,16 @@ class SocketServer:
 
     # ------------------------------------------------------------------ the transport's gateway
     async def decide(self, handshake: Handshake) -> Decision:
-        """Accept or refuse an upgrade: the path, shutdown, then ``authenticate`` and the role (401)."""
+        """Accept or refuse an upgrade: health paths, the path, shutdown, then ``authenticate`` and the role (401).
+
+        With ``health_paths`` on, ``/healthz`` and ``/readyz`` are answered first, without
+        authentication and without a log line (see :mod:`superline_zmq.health`).
+        """
+        paths = self.health_paths
+        if paths is not None and handshake.path in paths:
+            health = health_answer(paths, handshake.path, self.readiness)
+            if health is not None:
+                return health
         if self._path is not None and handshake.path != self._path:
             return Refuse(HTTPStatus.NOT_FOUND, "Not Found\n")
         if self._closing:
@@ -381,8 +456,93 @@ class SocketServer:
         return conn.handle if conn is not None else None
 
     def statistics(self) -> dict[str, int]:
-        """A snapshot of this server's counters."""
+        """A snapshot of this server's counters (a flat dict; :meth:`metrics` is the typed view)."""
         return self._core.statistics({})
+
+    def metrics(self) -> Metrics:
+        """A typed snapshot of this server's metrics: counters and gauges apart, and latency histograms.
+
+        Cheap (it copies counters and walks this node's connections and channels once), never
+        blocks, and never asks other nodes. Call it on the event loop's thread. The Prometheus
+        exporter (:mod:`superline_zmq.prometheus`) exposes the same numbers.
+        """
+        core = self._core
+        st = core.stats
+        adapter = self.adapter
+        extra = frozenset(getattr(adapter, "statistics_gauges", ()))
+        adapter_counters, adapter_gauges = split_adapter_stats(adapter.statistics(), extra)
+        counters = Counters(
+            connections_accepted=st.connections_accepted,
+            auth_refusals=st.connections_rejected,
+            frames_received=st.frames_in,
+            frames_sent=st.frames_out,
+            bytes_sent=st.bytes_out,
+            requests=st.requests,
+            request_outcomes=_outcomes(core.requests.counts(), st.requests_not_found),
+            bad_frames=st.bad_frames,
+            internal_errors=st.internal_errors,
+            drops={
+                "backpressure": st.dropped_backpressure,
+                "closed": st.dropped_closed,
+                "no_channel": st.dropped_no_channel,
+                "unknown_node": st.dropped_unknown_node,
+                "unknown_conn": st.dropped_unknown_conn,
+            },
+            backpressure_closes=st.closed_backpressure,
+            reaped=st.reaped,
+            late_replies=st.late_replies,
+            bad_cluster_messages=st.bad_cluster_messages,
+            targeted_sent=st.targeted_sent,
+            remote_requests=st.remote_requests,
+            server_requests=st.server_requests,
+            server_requests_timed_out=st.server_requests_timed_out,
+            asks_timed_out=st.asks_timed_out,
+            presence_errors=st.presence_errors,
+            adapter=adapter_counters,
+        )
+        roles = dict.fromkeys(self.contract.own, 0)
+        for conn in list(core.conns.values()):
+            roles[conn.session.role] = roles.get(conn.session.role, 0) + 1
+        alive = adapter_gauges.get("members_alive")
+        ready = self.readiness() is None
+        gauges = Gauges(
+            connections=roles,
+            rooms=len(self.local.rooms),
+            topics=len(self.local.topics),
+            requests_in_flight=len(core.calls),
+            pending_requests=len(core.table),
+            cluster_members_alive=None if alive is None else alive + (1 if self._router.started else 0),
+            presence_connections=adapter_gauges.get("presence_connections"),
+            ready=ready,
+            draining=self._closing,
+            adapter=adapter_gauges,
+        )
+        return Metrics(
+            node_id=self.node_id,
+            adapter=adapter.name,
+            counters=counters,
+            gauges=gauges,
+            request_latency=core.requests.latency.snapshot(),
+            ask_latency=core.asks.snapshot(),
+        )
+
+    def readiness(self) -> str | None:
+        """None when this node is ready for traffic, else why not (what ``/readyz`` answers 503 with).
+
+        Ready: started (the adapter joined: :meth:`start` returned and the adapter, if it can
+        tell, says it has joined its cluster), accepting connections (:meth:`listen`
+        returned, or the server is embedded), and not draining or closing.
+        """
+        if self._closing:
+            return "draining" if self._draining else "shutting down"
+        if not self._router.started or not self._joined:
+            return "not started: the adapter has not joined yet"
+        if self._listener is None and self._ws_endpoint is None:
+            return "not listening"
+        adapter = self.adapter
+        if isinstance(adapter, Readiness):
+            return adapter.readiness()
+        return None
 
     async def is_online(self, user_id: str) -> bool:
         """Whether ``user_id`` (as ``identify`` returns it) has a connection on any live node."""
@@ -474,6 +634,13 @@ class SocketServer:
             core.delivery.fanout(alive, self._ping, enforce=False)
 
 
+def _outcomes(handled: dict[str, int], not_found: int) -> dict[str, int]:
+    """Handler outcomes plus the requests the session answered NOT_FOUND itself."""
+    if not_found:
+        handled[ErrorCode.NOT_FOUND] = handled.get(ErrorCode.NOT_FOUND, 0) + not_found
+    return handled
+
+
 def _heartbeat(spec: Heartbeat | Mapping[str, Any] | bool) -> Heartbeat | None:
     if spec is False:
         return None
@@ -509,6 +676,7 @@ __all__ = [
     "Conn",
     "ConnTarget",
     "Handshake",
+    "HealthPaths",
     "Heartbeat",
     "LocalView",
     "MiddlewareInfo",

@@ -78,7 +78,12 @@ class ServerStats:
     connections_accepted: int = 0
     connections_rejected: int = 0
     frames_in: int = 0
+    #: Frames written to connections (pings included) and their bytes.
+    frames_out: int = 0
+    bytes_out: int = 0
     requests: int = 0
+    #: Requests answered ``NOT_FOUND`` by the session (no such request for the role, or no handler).
+    requests_not_found: int = 0
     bad_frames: int = 0
     internal_errors: int = 0
     dropped_backpressure: int = 0
@@ -96,7 +101,10 @@ class ServerStats:
     remote_requests: int = 0
     presence_errors: int = 0
     server_requests: int = 0
-    requests_timed_out: int = 0
+    #: Requests to this node's clients that got no answer in time.
+    server_requests_timed_out: int = 0
+    #: Requests to connections on other nodes that got no answer in time.
+    asks_timed_out: int = 0
 
 
 # ---------------------------------------------------------------- lifecycle
@@ -304,6 +312,7 @@ class ServerSession:
             self._stats.requests += 1
             route = self._routes.get(frame.m)
             if route is None:
+                self._stats.requests_not_found += 1
                 return Reply(self.error(frame.i, ErrorCode.NOT_FOUND, f"Unknown message: {frame.m}"))
             return Call(frame, route)
         if isinstance(frame, wire.Pong):

@@ -19,7 +19,7 @@ from superline_zmq.testing.wait import eventually
 
 DEFAULT_TIMEOUT = 5.0
 
-__all__ = ["DEFAULT_TIMEOUT", "Raw", "eventually", "raw_connect", "url_for"]
+__all__ = ["DEFAULT_TIMEOUT", "Raw", "eventually", "http_get", "raw_connect", "url_for"]
 
 
 def url_for(srv: Any, role: str | None = "user", **query: str) -> str:
@@ -103,3 +103,26 @@ async def raw_connect(srv: Any, role: str | None = "user", *, read_env: bool = T
         first = await raw.recv()
         assert first == {"t": "env", "d": None}, first
     return raw
+
+
+async def http_get(
+    host: str, port: int, path: str, *, method: str = "GET", timeout: float = DEFAULT_TIMEOUT
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP/1.1 request (no upgrade); ``(status, headers with lower-case names, body)``."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body

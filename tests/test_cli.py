@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import http_get
 from presence_app import api
 
 import superline_zmq
 from superline_zmq import connect
 from superline_zmq.cli import main
+from superline_zmq.testing.cluster import free_port
 
 TESTS = Path(__file__).resolve().parent
 ROOT = Path(superline_zmq.__file__).resolve().parent.parent
@@ -49,11 +51,11 @@ def _gone(pid: int) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _spawn(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _spawn(*args: str, env: dict[str, str] | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
         *_cli(*args),
         cwd=TESTS,
-        env=_env(),
+        env={**_env(), **(env or {})},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -139,6 +141,76 @@ def test_run_serves_websockets_and_sigterm_exits_0() -> None:
     asyncio.run(scenario())
 
 
+async def _metrics(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    status, _, body = await http_get(host, int(port), "/metrics")
+    assert status == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(body.decode())
+        for s in fam.samples
+    }
+
+
+async def _ready(url: str) -> tuple[int, dict[str, Any]]:
+    host, port = url.removeprefix("http://").removeprefix("ws://").split("/")[0].rsplit(":", 1)
+    status, _, body = await http_get(host, int(port), "/readyz")
+    return status, json.loads(body)
+
+
+def test_a_node_is_scraped_over_http_and_ready_once_it_joined(tmp_path: Path) -> None:
+    """Configured by a file and the environment; /metrics moves with traffic; /readyz turns 200 on joining."""
+    seed = f"tcp://127.0.0.1:{free_port()}"
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('app = "presence_app:app"\ntiming = "local"\nmetrics = "127.0.0.1:0"\nlog-format = "json"\n')
+
+    async def scenario() -> None:
+        async with _spawn("run", "--config", str(cfg), env={"SUPERLINE_SEED": seed}) as late:
+            ready = json.loads(await _line(late, 20))
+            assert ready["event"] == "ready" and ready["metrics"].startswith("http://127.0.0.1:")
+            assert ready["metrics"].endswith("/metrics")
+            for url in (ready["metrics"], ready["ws"]):  # the metrics port and the WebSocket port
+                host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+                assert (await http_get(host, int(port), "/healthz"))[0] == 200
+                status, body = await _ready(url)
+                assert status == 503 and body["reason"].startswith("no seed has answered yet"), body
+            before = await _metrics(ready["metrics"])
+            assert before[("superline_ready", ())] == 0
+            client = await connect(api, ready["ws"], role="admin", open_timeout=5)
+            try:
+                await client.call("whoami", timeout=5)
+                after = await _metrics(ready["metrics"])
+            finally:
+                await client.close()
+            ok = ("superline_requests_total", (("outcome", "ok"),))
+            assert after[ok] == before.get(ok, 0) + 1
+            assert after[("superline_connections", (("role", "admin"),))] == 1
+            assert after[("superline_frames_received_total", ())] > before[("superline_frames_received_total", ())]
+            assert after[("superline_request_duration_seconds_count", ())] >= 1
+            async with _spawn("run", "presence_app:app", "--bind", seed, "--timing", "local", "--json") as first:
+                assert json.loads(await _line(first, 20))["event"] == "ready"
+                deadline = time.monotonic() + 15
+                while (await _ready(ready["metrics"]))[0] != 200:
+                    assert time.monotonic() < deadline, await _ready(ready["metrics"])
+                    await asyncio.sleep(0.05)
+                assert (await _ready(ready["ws"]))[0] == 200
+                metrics = await _metrics(ready["metrics"])
+                assert metrics[("superline_cluster_members_alive", ())] == 2
+                assert metrics[("superline_ready", ())] == 1
+                first.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(first.wait(), 15)
+                assert first.returncode == 0
+            late.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(late.communicate(), 15)
+            assert late.returncode == 0, err.decode()
+            lines = [json.loads(x) for x in err.decode().splitlines() if x.strip()]  # --log-format json
+            assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------------- cluster
 def test_cluster_prints_urls_and_sigint_stops_every_child() -> None:
     async def scenario() -> None:
@@ -183,3 +255,4 @@ def test_demo_runs_for_its_duration_and_exits_0() -> None:
     assert "nodes alive 3/3" in last, last
     assert len(re.findall(r"^\d+\s+[0-9a-f]{16}\s+yes\s", last, re.M)) == 3, last
     assert "demo finished: 3 nodes" in out, out
+    assert re.search(r"^node 2 drained and left in [\d.]+ s \(exit code 0\)", out, re.M), out

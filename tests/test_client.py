@@ -622,3 +622,45 @@ async def test_wss_with_the_ssl_option(tls_files: tuple[Path, Path]) -> None:
     finally:
         srv.app.release.set()
         await srv.close()
+
+
+async def test_a_reconnecting_client_rejoins_its_room_through_on_reconnect() -> None:
+    """The pattern docs/contract.md recommends: rooms are server state, so re-join them in the hook."""
+    from superline_zmq import create_socket_server, define_contract, event, request
+
+    class Note(msgspec.Struct):
+        text: str
+
+    rooms_api = define_contract(
+        shared={"client_to_server": {"join": request(str, None)}, "server_to_client": {"note": event(Note)}},
+        roles={"user": {}},
+    )
+    srv = create_socket_server(rooms_api)
+
+    async def join(room: str, ctx: Any, conn: Any) -> None:
+        await srv.room(room).add(conn)
+
+    srv.implement({"shared": {"join": join}})
+    await srv.listen()
+    got: list[str] = []
+    rejoined = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        await client.call("join", "lobby")
+        rejoined.set()
+
+    fast = Backoff(base=0.01, factor=2.0, cap=0.05)
+    client = await connect(rooms_api, srv.url, role="user", backoff=fast, on_reconnect=on_reconnect)
+    try:
+        client.on("note", lambda n: got.append(n.text))
+        await client.call("join", "lobby")
+        srv.room("lobby").broadcast("note", Note("first"))
+        await eventually(lambda: got == ["first"])
+        (await _conn_of(srv)).terminate()  # the network drops: a new connection, in no room
+        await asyncio.wait_for(rejoined.wait(), 5)
+        assert srv.room("lobby").size == 1 and srv.connections[0].rooms == {"lobby"}
+        srv.room("lobby").broadcast("note", Note("after the reconnect"))
+        await eventually(lambda: got == ["first", "after the reconnect"])
+    finally:
+        await client.close()
+        await srv.close()

@@ -18,3 +18,17 @@ def test_example_runs(name: str) -> None:
     )
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.strip(), f"{name} printed nothing"
+
+
+def test_the_readme_taste_is_examples_taste_py() -> None:
+    """The README shows examples/taste.py as it is (less its docstring), so the runnable copy is the shown one."""
+    import ast
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    shown = re.search(r"## A taste\n.*?```python\n(.*?)```", readme, re.S)
+    assert shown is not None
+    source = (EXAMPLES / "taste.py").read_text()
+    body = ast.parse(source).body
+    start = body[2].lineno if isinstance(body[1], ast.ImportFrom) and body[1].module == "__future__" else 1
+    assert shown.group(1).strip() == "\n".join(source.splitlines()[start - 1 :]).strip()

@@ -63,6 +63,9 @@ EXPECTED_ALL = {
     "topic",
     # cluster
     "ClusterTiming",
+    # operations
+    "HealthPaths",
+    "Metrics",
 }
 
 PURE_MODULES = [
@@ -83,6 +86,8 @@ PURE_MODULES = [
     "superline_zmq.presence",
     "superline_zmq.probes",
     "superline_zmq.timing",
+    "superline_zmq.metrics",
+    "superline_zmq.health",
 ]
 
 
@@ -168,6 +173,8 @@ def test_the_probe_sees_an_io_import() -> None:
 IO_OWNERS = {
     "websockets": ("superline_zmq/transport/",),
     "zmq": ("superline_zmq/adapters/zeromq.py", "superline_zmq/curve.py"),
+    # the optional extra superline-zmq[metrics]: only its exporter imports it
+    "prometheus_client": ("superline_zmq/prometheus.py",),
 }
 
 

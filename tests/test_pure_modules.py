@@ -32,6 +32,8 @@ PURE = [
     "superline_zmq.errors",
     "superline_zmq.ids",
     "superline_zmq.transport",
+    "superline_zmq.metrics",
+    "superline_zmq.health",
 ]
 
 #: Top-level modules a pure module may not import: I/O, event loops, clocks.

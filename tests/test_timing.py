@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from superline_zmq import ClusterTiming, MemoryBus
-from superline_zmq.cli import _defaults, build_parser, main
+from superline_zmq.cli import main, parse_args
 from superline_zmq.testing import LocalCluster
 
 
@@ -87,8 +87,7 @@ def test_local_cluster_passes_its_timing_to_every_node() -> None:
 
 
 def _resolved(*argv: str) -> ClusterTiming:
-    args = build_parser().parse_args(list(argv))
-    _defaults(args)
+    args = parse_args(list(argv), environ={}).args
     assert (args.heartbeat_interval, args.ttl) == (args.timing.heartbeat_interval, args.timing.ttl)
     timing: ClusterTiming = args.timing
     return timing

@@ -246,6 +246,14 @@ class MemoryAdapter:
             await self.unsubscribe(channel)
         self._on_channel = self._on_direct = None
 
+    def readiness(self) -> str | None:
+        """None while started and on its bus, else why not (``/readyz`` answers 503 with it)."""
+        if self.node is None:
+            return "the memory adapter is not started"
+        if not self._on_bus():
+            return "the memory adapter is closed"
+        return None
+
     def statistics(self) -> Mapping[str, int]:
         stats = dict(self._stats, channels=len(self._channels))
         stats["bad_gossip"] = 0

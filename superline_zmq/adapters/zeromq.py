@@ -356,6 +356,21 @@ class ZeroMQAdapter:
         """Channels this node holds right now."""
         return frozenset(self._channels)
 
+    def readiness(self) -> str | None:
+        """None once this node has joined its cluster, else why not (``/readyz`` answers 503 with it).
+
+        Joined: started, not closed, and, when seeds were given, welcomed by a live member at
+        least once (a node whose seeds never answered runs alone and is not ready).
+        """
+        driver = self._driver
+        if driver is None:
+            return "the ZeroMQ adapter is not started"
+        if self._closed:
+            return "the ZeroMQ adapter is closed"
+        if self._seeds and not driver.joined:
+            return f"no seed has answered yet (seeds: {', '.join(self._seeds)})"
+        return None
+
     def statistics(self) -> Mapping[str, int]:
         stats = dict(self._stats)
         # the conformance suite's name for direct_dropped_unknown

@@ -454,7 +454,9 @@ class LocalCluster:
         return args + self.extra_args
 
     def _child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The nodes are configured by their command line alone: a SUPERLINE_* setting meant
+        # for this process (a config file, a metrics port) would be wrong for every child.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERLINE_")}
         env.update(self.env)
         paths = [_package_root()]
         if self.cwd is not None:

@@ -51,10 +51,18 @@ class Accept(NamedTuple):
 
 
 class Refuse(NamedTuple):
-    """Refuse the upgrade with an HTTP ``status`` and a short text ``body``."""
+    """Answer with an HTTP ``status`` and a short ``body`` instead of upgrading.
+
+    A refused upgrade (401, 404, 503), or a plain HTTP answer such as a health check.
+    ``headers`` are added to the response, replacing the transport's own of the same name
+    (the body is ``text/plain`` unless they say otherwise); ``quiet`` asks the transport
+    not to log the response (health probes would flood an access log).
+    """
 
     status: int
     body: str
+    headers: tuple[tuple[str, str], ...] = ()
+    quiet: bool = False
 
 
 Decision = Accept | Refuse

@@ -188,11 +188,54 @@ class HeaderView(Mapping[str, str]):
         return len(set(k.lower() for k in self._h))
 
 
+class QuietLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets' server logger, minus the records of connections answered quietly.
+
+    websockets logs every HTTP answer and every closed connection at INFO, through a
+    per-connection adapter that puts the connection in ``extra["websocket"]``. A health
+    probe every few seconds would fill the log, so :meth:`hush` marks a connection and its
+    records are dropped (at most :data:`QUIET_MAX` marks are kept: they are only needed
+    for the few milliseconds between the answer and the close).
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        super().__init__(logger or logging.getLogger("websockets.server"), {})
+        self._hushed: dict[Any, None] = {}
+
+    def hush(self, conn_id: Any) -> None:
+        """Drop every later record about the connection with this id."""
+        self._hushed[conn_id] = None
+        if len(self._hushed) > QUIET_MAX:
+            self._hushed.pop(next(iter(self._hushed)))
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return msg, kwargs  # keep the connection's own ``extra``
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._hushed:
+            ws = (kwargs.get("extra") or {}).get("websocket")
+            try:
+                conn_id = getattr(ws, "id", None)
+            except ReferenceError:  # the connection is gone
+                conn_id = None
+            if conn_id is not None and conn_id in self._hushed:
+                if msg == "connection closed":
+                    self._hushed.pop(conn_id, None)
+                return
+        super().log(level, msg, *args, **kwargs)
+
+
+#: Connections :class:`QuietLog` remembers at most.
+QUIET_MAX = 1024
+
+
 class WebsocketsEndpoint:
     """A gateway behind websockets' ``process_request`` and ``handler`` hooks."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
+        #: The logger to give ``websockets.serve`` (``logger=``): it leaves quiet answers out.
+        self.logger = QuietLog()
         # Filled by process_request, taken by handler; weak so a failed upgrade leaves nothing.
         self._grants: weakref.WeakKeyDictionary[ServerConnection, Any] = weakref.WeakKeyDictionary()
 
@@ -200,7 +243,14 @@ class WebsocketsEndpoint:
         """websockets ``process_request`` hook: the gateway decides before the upgrade."""
         decision = await self._gateway.decide(handshake_of(connection, request))
         if isinstance(decision, Refuse):
-            return connection.respond(HTTPStatus(decision.status), decision.body)
+            response = connection.respond(HTTPStatus(decision.status), decision.body)
+            for name, value in decision.headers:
+                if name in response.headers:
+                    del response.headers[name]
+                response.headers[name] = value
+            if decision.quiet:
+                self.logger.hush(connection.id)
+            return response
         self._grants[connection] = decision.grant
         return None
 
@@ -253,6 +303,7 @@ async def serve(
         host,
         port,
         process_request=endpoint.process_request,
+        logger=endpoint.logger,
         max_size=gateway.max_message_size,
         ping_interval=None,
         compression=None,

@@ -8,11 +8,11 @@
     srv = create_socket_server(api, adapter=adapter)
 
 See :mod:`superline_zmq_redis.adapter` for how it works and ``README.md`` for the how-to.
-``python -m superline_zmq_redis.node MODULE:APP --url URL`` runs an app as one node.
+``superline-zmq run MODULE:APP --adapter redis --redis-url URL`` runs an app as one node
+(``superline-zmq-redis MODULE:APP --url URL`` is the same command under its old name).
 """
 
+from superline_zmq_redis._version import __version__
 from superline_zmq_redis.adapter import RedisAdapter, RedisPresence, RedisPresenceError, redis_adapter
-
-__version__ = "0.1.0"
 
 __all__ = ["RedisAdapter", "RedisPresence", "RedisPresenceError", "__version__", "redis_adapter"]

@@ -356,6 +356,7 @@ class RedisAdapter:
         stats = dict(self._stats)
         stats["channels"] = len(self._channels)
         stats["members"] = len(self._alive - {self.node}) if self.node is not None else len(self._alive)
+        stats["members_alive"] = stats["members"]  # the live-node view holds live nodes only
         stats["queue"] = len(self._out.items)
         stats["queue_bytes"] = self._out.bytes
         stats["up"] = int(self._up)
@@ -369,6 +370,16 @@ class RedisAdapter:
     def channels(self) -> frozenset[str]:
         """Channels this node holds right now."""
         return frozenset(self._channels)
+
+    def readiness(self) -> str | None:
+        """None while started and connected to Redis, else why not (``/readyz`` answers 503 with it)."""
+        if self.node is None:
+            return "the Redis adapter is not started"
+        if self._closing:
+            return "the Redis adapter is closing"
+        if not self._up:
+            return "not connected to Redis (reconnecting)"
+        return None
 
     @property
     def queued(self) -> int:

@@ -1,0 +1,3 @@
+"""The version of superline-zmq-redis: the one place it is written (setuptools reads it for the package metadata)."""
+
+__version__ = "0.1.0"
