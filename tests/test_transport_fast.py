@@ -298,7 +298,9 @@ async def test_huge_request_head_is_refused_431_without_buffering_it(serve: Serv
     except (ConnectionError, TimeoutError):
         pass
     answer = await read_to_eof(reader)
-    assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
+    # Our head limit (16 KiB) answers 431; websockets' own line limit (8 KiB) may come first,
+    # answering 431 since websockets 17 and closing without an answer before.
+    assert answer.startswith(b"HTTP/1.1 431 ") or answer == b"", answer[:100]
     assert sent < 10 * 1024 * 1024
     writer.close()
     # Many short header lines: our own head limit (16 KiB here) rather than websockets' line limit.

@@ -209,7 +209,7 @@ class FastConnection(asyncio.Protocol):
         self._text = True
         self._handler: MessageHandler | None = None
         self._held = 0
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes of the request head so far; -1 once it is whole
         self._pending: list[Frame] | None = None
         self._pending_bytes = 0
         self._frags: list[bytes] | None = None
@@ -318,8 +318,13 @@ class FastConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ws = self._ws
-        if ws.state is CONNECTING:
+        if self._head_bytes >= 0 and ws.state is CONNECTING and not ws.eof_sent:
+            # Checked before parsing, so that every websockets release answers 431 here.
             self._head_bytes += len(data)
+            if self._head_bytes > self._lis.limits.max_request_head:
+                self._lis.stats["bad_requests"] += 1
+                self._respond(ws.reject(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Request head too large.\n"))
+                return
         ws.receive_data(data)
         events = ws.events_received()
         writes = ws.data_to_send()
@@ -448,6 +453,7 @@ class FastConnection(asyncio.Protocol):
 
     def _request(self, request: Request) -> None:
         """The upgrade request is whole: check it, then ask the gateway (or the http hook)."""
+        self._head_bytes = -1  # the head is whole: its limit no longer applies
         self._hold(_HOLD_HANDSHAKE)
         ws = self._ws
         response = ws.accept(request)
@@ -555,13 +561,8 @@ class FastConnection(asyncio.Protocol):
             self.abort()
 
     def _after_receive(self) -> None:
-        """Off the OPEN fast path: the request head limit, and the close deadline."""
+        """Off the OPEN fast path: arm the close deadline once the protocol expects the end of TCP."""
         ws = self._ws
-        if ws.state is CONNECTING and not ws.eof_sent and self._decide_task is None:
-            if self._head_bytes > self._lis.limits.max_request_head:
-                self._lis.stats["bad_requests"] += 1
-                self._respond(ws.reject(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Request head too large.\n"))
-                return
         if ws.close_expected():
             self._arm_close_timer()
 
