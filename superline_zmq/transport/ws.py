@@ -22,7 +22,7 @@ import ssl as ssl_module
 import weakref
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.client import ClientConnection
@@ -55,7 +55,8 @@ EMBEDDED_REFUSAL_CODE = 4401
 
 def _write_buffer(ws: WsConnection) -> asyncio.WriteTransport | None:
     transport = getattr(ws, "transport", None)
-    return transport if isinstance(transport, asyncio.WriteTransport) else None
+    # uvloop's transports have the asyncio methods without subclassing asyncio.WriteTransport.
+    return cast(asyncio.WriteTransport, transport) if hasattr(transport, "get_write_buffer_size") else None
 
 
 _warned_hidden = False
