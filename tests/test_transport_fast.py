@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -52,9 +55,11 @@ async def serve() -> AsyncIterator[Serve]:
     """Start fast listeners over fresh EchoGateways; everything is torn down after the test."""
     started: list[Served] = []
 
-    async def make(limits: Limits = QUICK, http: Any = None, **gateway: Any) -> Served:
+    async def make(
+        limits: Limits = QUICK, http: Any = None, tls: ssl.SSLContext | None = None, **gateway: Any
+    ) -> Served:
         gw = EchoGateway(**gateway)
-        listener = await fast.serve(gw, "127.0.0.1", 0, limits=limits, http=http)
+        listener = await fast.serve(gw, "127.0.0.1", 0, limits=limits, http=http, ssl=tls)
         started.append(Served(gw, listener))
         return started[-1]
 
@@ -549,3 +554,40 @@ async def test_stats_command(serve: Serve) -> None:
     stats = json.loads(await recv(ws))
     assert stats["open"] == 1 and stats["transports"] == ["fast"]
     await ws.close()
+
+
+# -- TLS ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (apt-get install openssl): cannot make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return str(cert), str(key)
+
+
+async def test_tls_echo_fanout_and_close(serve: Serve, certificate: tuple[str, str]) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=cert)
+    s = await serve(tls=server_ctx)
+    url = s.url().replace("ws://", "wss://")
+    a, b = await client(url, ssl=client_ctx), await client(url, ssl=client_ctx)
+    await a.send("over tls")
+    assert await recv(a) == "over tls"
+    await a.send("fanout:both")
+    assert {await recv(a), await recv(a)} == {"both", "fanned:2"}
+    assert await recv(b) == "both"
+    await b.send("close:4001")
+    assert await closed_code(b) == 4001
+    await a.close()
+    await eventually(lambda: sorted(s.gw.closed) == [1000, 4001])
