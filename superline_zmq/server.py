@@ -26,7 +26,7 @@ import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from superline_zmq import names, wire
 from superline_zmq.adapter import Adapter, Readiness
@@ -56,10 +56,11 @@ from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
 from superline_zmq.routing import BusListener, BusMeta, Listener, Router
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerSession, ServerStats
 from superline_zmq.tasks import Reporter, maybe_await
-from superline_zmq.transport import Accept, Connection, Decision, Handshake, Refuse, url_of
+from superline_zmq.transport import Accept, Connection, Decision, Handshake, HttpReply, Refuse, url_of
 
 if TYPE_CHECKING:
     from superline_zmq.transport import Listener as TransportListener
+    from superline_zmq.transport.asgi import AsgiEndpoint
     from superline_zmq.transport.ws import ConnectionHandler, ProcessRequest, WebsocketsEndpoint
 
 log = logging.getLogger("superline_zmq.server")
@@ -148,6 +149,7 @@ class SocketServer:
         self._listener: TransportListener | None = None
         self._tls = False
         self._ws_endpoint: WebsocketsEndpoint | None = None
+        self._asgi: AsgiEndpoint | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing = False
         self._draining = False
@@ -213,16 +215,63 @@ class SocketServer:
                     routes[name] = Route(self.serializer.decoder(entry.input), handler)
 
     # ------------------------------------------------------------------ lifecycle
-    async def listen(self, host: str = "127.0.0.1", port: int = 0, *, ssl: ssl_module.SSLContext | None = None) -> None:
-        """Start accepting WebSocket connections on ``host:port`` (0 picks a free port); ``ssl`` serves ``wss://``."""
+    async def listen(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        transport: Literal["fast", "websockets"] | None = None,
+    ) -> None:
+        """Start accepting WebSocket connections on ``host:port`` (0 picks a free port); ``ssl`` serves ``wss://``.
+
+        ``transport``: ``"fast"`` (the default: an ``asyncio.Protocol`` over websockets'
+        sans-I/O protocol, framing each fan-out once) or ``"websockets"`` (websockets' own
+        asyncio server). Both behave the same; see docs/deploying-asgi.md for the third,
+        ASGI (:attr:`asgi`).
+        """
         if self._listener is not None:
             raise RuntimeError("this server is already listening")
+        kind = transport or self.default_transport
+        if kind not in ("fast", "websockets"):
+            raise ValueError(f"unknown transport {kind!r}: use 'fast' or 'websockets'")
         await self.start()
-        from superline_zmq.transport import ws
+        if kind == "fast":
+            from superline_zmq.transport import fast
 
-        self._listener, endpoint = await ws.serve(self, host, port, ssl=ssl)
-        self._ws_endpoint = self._ws_endpoint or endpoint
+            self._listener = await fast.serve(self, host, port, ssl=ssl, http=self.http)
+        else:
+            from superline_zmq.transport import ws
+
+            self._listener, endpoint = await ws.serve(self, host, port, ssl=ssl)
+            self._ws_endpoint = self._ws_endpoint or endpoint
         self._tls = ssl is not None
+
+    #: The transport :meth:`listen` uses when not told (tests switch it to run a suite on each).
+    default_transport: ClassVar[Literal["fast", "websockets"]] = "fast"
+
+    async def http(self, handshake: Handshake) -> HttpReply | None:
+        """Answer a plain HTTP request that is not an upgrade: the health paths when they are on, else None."""
+        paths = self.health_paths
+        if paths is None:
+            return None
+        health = health_answer(paths, handshake.path, self.readiness)
+        if health is None:
+            return None
+        return HttpReply(health.status, health.body, headers=health.headers)
+
+    @property
+    def asgi(self) -> AsgiEndpoint:
+        """This server as an ASGI 3 application (``websocket`` scopes; ``lifespan`` starts and closes it).
+
+        Mount it (``Mount("/ws", app=srv.asgi)``) or run it standalone
+        (``uvicorn module:srv.asgi``); see docs/deploying-asgi.md.
+        """
+        if self._asgi is None:
+            from superline_zmq.transport.asgi import AsgiEndpoint
+
+            self._asgi = AsgiEndpoint(self, on_startup=self.start, on_shutdown=self.close, http=self.http)
+        return self._asgi
 
     def use_adapter(self, adapter: Adapter) -> None:
         """Replace the adapter before the server starts (how ``superline-zmq run`` clusters an app)."""
@@ -295,6 +344,8 @@ class SocketServer:
                 self._heartbeat_task.cancel()
             if self._listener is not None:
                 self._listener.close()
+            if self._asgi is not None:
+                self._asgi.close()
             conns = list(core.conns.values())
             await asyncio.gather(*(c.close(1001, "server shutdown") for c in conns), return_exceptions=True)
             if self._listener is not None:
@@ -537,7 +588,7 @@ class SocketServer:
             return "draining" if self._draining else "shutting down"
         if not self._router.started or not self._joined:
             return "not started: the adapter has not joined yet"
-        if self._listener is None and self._ws_endpoint is None:
+        if self._listener is None and self._ws_endpoint is None and self._asgi is None:
             return "not listening"
         adapter = self.adapter
         if isinstance(adapter, Readiness):

@@ -45,10 +45,13 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     """Run every async test under the default asyncio loop and under uvloop.
 
     Tests on a cluster of node processes run once: the nodes themselves run uvloop (the
-    CLI's default), and the test process only drives them.
+    CLI's default), and the test process only drives them; so do tests marked ``one_loop``
+    (e.g. against ASGI server processes, which choose their own loop).
     """
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("make_presence_cluster") == "zeromq":
+        return {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("one_loop") is not None:
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_factory}
 

@@ -24,7 +24,7 @@ of one transport, framing them once where the transport can.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -66,6 +66,21 @@ class Refuse(NamedTuple):
 
 
 Decision = Accept | Refuse
+
+
+class HttpReply(NamedTuple):
+    """A plain HTTP answer to a request that is not a WebSocket upgrade (a health probe, say)."""
+
+    status: int
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+    #: More response headers (e.g. ``Cache-Control``), replacing the transport's of the same name.
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+#: Answers plain HTTP requests that reach a WebSocket transport (``GET /healthz``); None lets the
+#: transport give its default answer (426 Upgrade Required on a socket, 404 under ASGI).
+HttpHandler = Callable[[Handshake], Awaitable[HttpReply | None]]
 
 
 class MessageHandler(Protocol):
