@@ -37,8 +37,9 @@ after ``ttl``) so a half-open TCP connection to a vanished host is torn down by 
   (``EHOSTUNREACH``) until the handshake is done, which would lose the welcome and the
   pulls that immediately follow a hello. A send that would block (the member's queue is
   at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus one
-  DEALER per seed (``SNDHWM`` 1), used only for hellos, and a short-lived DEALER per probe
-  of a forgotten peer (it sends one hello and closes, lingering one beat to deliver it).
+  DEALER per seed (``SNDHWM`` 1; without CURVE), used only for hellos, and a short-lived
+  DEALER per probe of a forgotten peer, or of a seed with CURVE (it sends one hello and
+  closes, lingering one beat to deliver it).
 
 Wire format (frames):
 
@@ -95,6 +96,20 @@ node at once. A node that dies without leaving is dead to its peers after ``ttl`
 Ordering: one publisher's messages reach one subscriber in the order published (one
 PUB/SUB connection is FIFO), across channels too.
 
+**Security (CURVE).** With ``curve=CurveConfig(...)`` (:mod:`superline_zmq.curve`) every
+socket authenticates and encrypts: the ROUTER and the XPUB are CURVE servers whose ZAP
+handler (pyzmq's asyncio authenticator, started before the first bind) admits only the
+client keys of the allow list; the SUB, the member DEALERs and the probes are CURVE
+clients. A client must know the server's public key before connecting, so every node
+advertises its key in its gossip address (``{"pub", "router", "key"}``), and a node
+connects only to members whose key it allows itself (``peer_key_refused`` otherwise). A
+seed's key is not known before it answers: a probe of a seed says hello once with each
+allowed key (short-lived sockets; the wrong ones fail the handshake at the seed and are
+reported there as failed handshakes), and once the seed is met its own key is used.
+A node whose key is not allowed, or that speaks plain ZMTP, is refused at the handshake:
+it never becomes a member, hears nothing and delivers nothing. Without ``curve``, the
+node logs a warning at start: anyone who reaches its ports can join.
+
 Counters (:meth:`ZeroMQAdapter.statistics`): ``published`` / ``publish_dropped_hwm``;
 ``delivered`` (publications handed to ``on_channel``), ``channel_not_held`` (arrived
 just after an unsubscribe); ``direct_sent``, ``direct_received``,
@@ -104,12 +119,15 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 ``link_errors`` / ``tick_errors`` (the gossip driver's: a send or a tick raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
 ``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
-``members``; and the gossip state machine's own, prefixed ``gossip_``.
+``members``; with CURVE: ``auth_admitted`` (handshakes ZAP admitted),
+``peer_key_refused`` (members not connected to: key not allowed), ``allowed_keys``; and
+the gossip state machine's own, prefixed ``gossip_``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -119,6 +137,14 @@ import zmq
 import zmq.asyncio
 
 from superline_zmq.adapter import ChannelHandler, DirectHandler
+from superline_zmq.curve import (
+    PUB_DOMAIN,
+    ROUTER_DOMAIN,
+    AllowList,
+    CurveConfig,
+    ZapHandler,
+    fingerprint,
+)
 from superline_zmq.gossip import Addr, GossipPresence
 from superline_zmq.gossip_driver import GossipDriver
 from superline_zmq.ids import NodeId
@@ -200,6 +226,7 @@ async def zeromq_adapter(
     sndhwm: int = 100_000,
     rcvhwm: int = 100_000,
     context: zmq.asyncio.Context | None = None,
+    curve: CurveConfig | None = None,
 ) -> ZeroMQAdapter:
     """A new, un-started ZeroMQ adapter with its sockets bound (see the module docstring).
 
@@ -208,9 +235,11 @@ async def zeromq_adapter(
     endpoints of any existing members (none: a cluster of one); a seed that is not up
     yet is retried until it answers. ``timing`` sets every cluster timing (default
     :meth:`ClusterTiming.lan`); ``heartbeat_interval`` and ``ttl``, if given, override
-    it. ``adapter.endpoints`` holds the resolved endpoints as soon as this returns.
-    Raises ``zmq.ZMQError`` if an endpoint cannot be bound and ``ValueError`` on bad
-    arguments (timings included).
+    it. ``curve``: this node's CURVE keys and allow list; every socket then
+    authenticates and encrypts, and only allowed nodes get in (None: no security at
+    all, and a warning at start). ``adapter.endpoints`` holds the resolved endpoints as
+    soon as this returns. Raises ``zmq.ZMQError`` if an endpoint cannot be bound and
+    ``ValueError`` on bad arguments (timings included).
     """
     return ZeroMQAdapter(
         bind,
@@ -222,6 +251,7 @@ async def zeromq_adapter(
         sndhwm=sndhwm,
         rcvhwm=rcvhwm,
         context=context,
+        curve=curve,
     )
 
 
@@ -246,6 +276,7 @@ class ZeroMQAdapter:
         sndhwm: int = 100_000,
         rcvhwm: int = 100_000,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveConfig | None = None,
     ) -> None:
         base = timing if timing is not None else ClusterTiming.lan()
         timing = base.override(heartbeat_interval=heartbeat_interval, ttl=ttl)  # ValueError if inconsistent
@@ -305,17 +336,30 @@ class ZeroMQAdapter:
             "hellos": 0,
             "subscribe_unconfirmed": 0,
             "join_unconfirmed": 0,
+            # CURVE (0 without it; auth_admitted and allowed_keys are read live)
+            "peer_key_refused": 0,
         }
+        #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
+        self.curve = curve
+        self._allow = AllowList(curve.allowed if curve is not None else frozenset())
+        self._allow_dir = curve.allow_dir if curve is not None else None
+        self._zap: ZapHandler | None = None
+        self._key_at: dict[str, str] = {}  # ROUTER endpoint -> the key last seen there (probing seeds)
+        self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
         self._ctx: zmq.asyncio.Context = context if context is not None else zmq.asyncio.Context()
         self._ipv6 = "[" in bind or (pub_bind is not None and "[" in pub_bind)
         self._all: list[zmq.asyncio.Socket] = []
         try:
-            self._router = self._socket(zmq.ROUTER)
+            if curve is not None:
+                # before any bind: a CURVE server with no ZAP handler admits every key
+                self._zap = ZapHandler(self._ctx, self._allow, (ROUTER_DOMAIN, PUB_DOMAIN))
+                self._zap.start()
+            self._router = self._socket(zmq.ROUTER, server=ROUTER_DOMAIN)
             self._router.bind(bind)
             router_ep = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             _check_advertisable(router_ep)
-            self._pub = self._socket(zmq.XPUB)
+            self._pub = self._socket(zmq.XPUB, server=PUB_DOMAIN)
             self._pub.setsockopt(zmq.XPUB_NODROP, 1)
             self._pub.bind(pub_bind if pub_bind is not None else _pub_endpoint_for(bind))
             pub_ep = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -326,14 +370,18 @@ class ZeroMQAdapter:
             for seed in dict.fromkeys(seeds):
                 if seed == router_ep:
                     continue  # ourselves: nothing to join through
+                self._seeds.append(seed)
+                if curve is not None:
+                    continue  # its key is not known yet: probed with short-lived sockets (_probe)
                 sock = self._socket(zmq.DEALER)
                 sock.setsockopt(zmq.SNDHWM, 1)  # at most one hello waits for a seed that is not up
                 sock.connect(seed)
-                self._seeds.append(seed)
                 self._seed_socks[seed] = sock
         except BaseException:
             for sock in self._all:
                 sock.close(linger=0)
+            if self._zap is not None:
+                self._zap.stop()
             if self._own_ctx:
                 self._ctx.term()
             raise
@@ -361,6 +409,8 @@ class ZeroMQAdapter:
         # the conformance suite's name for direct_dropped_unknown
         stats["dropped_unknown_node"] = stats["direct_dropped_unknown"]
         stats["channels"] = len(self._channels)
+        stats["auth_admitted"] = self._allow.allowed_count
+        stats["allowed_keys"] = len(self._allow.keys)
         stats["members"] = 0
         if self._driver is not None:
             stats.update(self._driver.statistics())
@@ -376,10 +426,29 @@ class ZeroMQAdapter:
         self._node_b = node.encode()
         self._on_channel = on_channel
         self._on_direct = on_direct
+        addr = self.endpoints
+        if self.curve is not None:
+            addr["key"] = self.curve.public_key.decode()  # peers connect to us with it
+            log.info(
+                "node %s: CURVE on (key %s), %d node key(s) allowed%s",
+                node,
+                self.curve.fingerprint,
+                len(self._allow.keys),
+                f" from {self._allow_dir}" if self._allow_dir is not None else "",
+            )
+        else:
+            log.warning(
+                "node %s: the cluster transport is unauthenticated and unencrypted: anyone who can reach %s or "
+                "%s can join, read every room and inject messages; pass curve=CurveConfig(...) "
+                "(superline-zmq run --curve-cert/--curve-allow), see docs/security.md",
+                node,
+                self._endpoints["router"],
+                self._endpoints["pub"],
+            )
         driver = self._driver = GossipDriver(
             node,
             _ZmqLink(self),
-            addr=self.endpoints,
+            addr=addr,
             timing=self.timing,
             seeds=[{"router": seed} for seed in self._seeds],
             logger=log,
@@ -483,6 +552,9 @@ class ZeroMQAdapter:
             self._dealers.clear()
             self._peer_pub.clear()
             self._pub_refs.clear()
+            self._pub_keys.clear()
+            if self._zap is not None:  # only now: the server sockets are closed
+                await self._zap.aclose()
             if self._own_ctx:
                 try:
                     await asyncio.wait_for(asyncio.to_thread(self._ctx.term), 5 + linger / 1000)
@@ -647,7 +719,9 @@ class ZeroMQAdapter:
         return driver is not None and not self._closed and driver.alive(node)
 
     # ------------------------------------------------------------------ sending
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+    def _socket(self, kind: int, *, server: str | None = None) -> zmq.asyncio.Socket:
+        """A node socket with the adapter's options; with CURVE, a server for ZAP domain
+        ``server`` or a client (its peer's key is set per connect: :meth:`_connect_to`)."""
         sock = self._ctx.socket(kind)
         self._all.append(sock)
         sock.setsockopt(zmq.LINGER, 0)
@@ -657,7 +731,27 @@ class ZeroMQAdapter:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.ttl * 1000)))
         if self._ipv6:
             sock.setsockopt(zmq.IPV6, 1)
+        self._secure(sock, server=server)
         return sock
+
+    def _secure(self, sock: zmq.Socket[Any], *, server: str | None = None) -> None:
+        curve = self.curve
+        if curve is None:
+            return
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public_key)
+        if server is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.ZAP_DOMAIN, server.encode())
+
+    def _connect_to(self, sock: zmq.Socket[Any], endpoint: str, key: str | None) -> None:
+        """``sock.connect(endpoint)``; with CURVE, to the node holding ``key`` (libzmq copies the
+        socket's options into each connection, so one SUB reaches members with different keys)."""
+        if self.curve is not None:
+            if not key:
+                raise ValueError(f"no CURVE key for {endpoint}")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, key.encode())
+        sock.connect(endpoint)
 
     def _try_send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> BaseException | None:
         """Send without blocking: None if ZeroMQ took it, else why not (``zmq.Again``: queue full)."""
@@ -701,17 +795,49 @@ class ZeroMQAdapter:
             # Again: a hello is already waiting for this seed to come up; that one will do
             self._try_send(seed, frames)
             return
+        for key in self._probe_keys(addr, endpoint):
+            self._probe_once(endpoint, key, frames)
+
+    def _probe_keys(self, addr: Addr, endpoint: str) -> list[str | None]:
+        """The CURVE keys to probe ``endpoint`` with: the one its address names, else the one last
+        seen there, else (unknown, or we are alone and it may have changed) every allowed key."""
+        if self.curve is None:
+            return [None]
+        key = addr.get("key")
+        if key:
+            if key.encode() in self._allow.keys:
+                return [key]
+            self._peer_key_refused(None, key, endpoint)
+            return []
+        known = self._key_at.get(endpoint)
+        driver = self._driver
+        if known and known.encode() in self._allow.keys and driver is not None and driver.has_live_member():
+            return [known]
+        # A seed's key is not known before it answers: say hello with each allowed key (the
+        # wrong ones fail the handshake there).
+        own = self.curve.public_key
+        keys = sorted(k.decode() for k in self._allow.keys if k != own)
+        if known in keys:
+            keys.remove(known)
+            keys.insert(0, known)
+        return list(keys)
+
+    def _probe_once(self, endpoint: str, key: str | None, frames: list[bytes]) -> None:
+        """One short-lived DEALER: sends the hello, closes, and lingers one beat to deliver it."""
+        linger = max(1, int(self.timing.heartbeat_interval * 1000))
         sock = self._ctx.socket(zmq.DEALER)
         try:
             sock.setsockopt(zmq.SNDHWM, 1)
+            sock.setsockopt(zmq.RECONNECT_IVL, linger)  # one try per probe: a wrong key is not retried
             if self._ipv6:
                 sock.setsockopt(zmq.IPV6, 1)
-            sock.connect(endpoint)
+            self._secure(sock)
+            self._connect_to(sock, endpoint, key)
             self._try_send(sock, frames)
         except zmq.ZMQError as exc:
             self._bad("addr", "cannot probe %r: %s", endpoint, exc)
         finally:
-            sock.close(linger=max(1, int(self.timing.heartbeat_interval * 1000)))
+            sock.close(linger=linger)
 
     # ------------------------------------------------------------------ gossip (the driver's link)
     def _gossip_broadcast(self, data: bytes) -> None:
@@ -740,15 +866,30 @@ class ZeroMQAdapter:
         if not pub or not router or pub == self._endpoints["pub"] or router == self._endpoints["router"]:
             self._bad("addr", "member %s has an unusable address %r", node, addr)
             return
+        key = addr.get("key")
+        if self.curve is not None:
+            if not key or key.encode() not in self._allow.keys:
+                # a member vouched for by another node that we do not trust: no
+                # connection, so it cannot hear us and we never hear it
+                self._peer_key_refused(node, key, router)
+                return
+            self._key_at[router] = key
         self._disconnect(node)
         dealer = self._socket(zmq.DEALER)
         try:
-            dealer.connect(router)
+            self._connect_to(dealer, router, key)
             refs = self._pub_refs.get(pub)
+            if refs is not None and self._pub_keys.get(pub) != key:
+                # a new node (new key) took over this address: the old connection cannot work
+                with contextlib.suppress(zmq.ZMQError):
+                    self._sub.disconnect(pub)
+                refs = None
             if refs is None:
-                self._sub.connect(pub)
+                self._connect_to(self._sub, pub, key)
                 refs = self._pub_refs[pub] = set()
-        except zmq.ZMQError as exc:
+                if key:
+                    self._pub_keys[pub] = key
+        except (zmq.ZMQError, ValueError) as exc:
             self._all.remove(dealer)
             dealer.close(linger=0)
             self._bad("addr", "member %s has an unusable address %r: %s", node, addr, exc)
@@ -777,6 +918,7 @@ class ZeroMQAdapter:
                 refs.discard(node)
                 if not refs:  # a restarted node may reuse the address: disconnect only the last user
                     del self._pub_refs[pub]
+                    self._pub_keys.pop(pub, None)
                     try:
                         self._sub.disconnect(pub)
                     except zmq.ZMQError:
@@ -792,6 +934,23 @@ class ZeroMQAdapter:
             return
         if not driver.receive(data):  # malformed: the driver counted bad_gossip and logged it
             self._stats["bad_messages"] += 1
+
+    # ------------------------------------------------------------------ CURVE: who gets in
+    @property
+    def allowed_keys(self) -> frozenset[bytes]:
+        """The public keys (Z85 bytes) this node admits right now (empty without CURVE)."""
+        return self._allow.keys
+
+    def _peer_key_refused(self, node: NodeId | None, key: str | None, endpoint: str) -> None:
+        self._stats["peer_key_refused"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "peer_key_refused",
+            "not connecting to %s at %s: %s",
+            node or "a forgotten peer",
+            endpoint,
+            f"its key {fingerprint(key)} is not in the allow list" if key else "it has no CURVE key",
+        )
 
     # ------------------------------------------------------------------ receiving
     async def _recv_loop(self, sock: zmq.asyncio.Socket, handle: Callable[[list[bytes]], None], what: str) -> None:

@@ -1,0 +1,235 @@
+"""CURVE between nodes: keys and certificates, then real adapters on 127.0.0.1 admitting only allowed keys.
+
+The adapter tests run several CURVE adapters in this process (each on its own ZeroMQ
+context, each with its own ZAP handler) plus raw sockets playing intruders. Nothing
+sleeps for correctness: every wait is :func:`helpers.eventually` with a deadline, and
+"nothing arrived" is asserted after a marker sent later on the same path has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+import zmq.asyncio
+from helpers import eventually
+from zmq.auth import create_certificates
+
+from superline_zmq.adapter import Adapter
+from superline_zmq.adapters.zeromq import ZeroMQAdapter, zeromq_adapter
+from superline_zmq.curve import CurveConfig, fingerprint, parse_key, read_allow_dir, write_certificate
+from superline_zmq.errors import CurveKeyError, SuperlineError
+from superline_zmq.ids import NodeId, new_node_id
+from superline_zmq.testing.conformance import AdapterConformance, Node
+
+FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "ttl": 0.5}
+LOCAL = "tcp://127.0.0.1:0"
+
+
+def keypair() -> tuple[bytes, bytes]:
+    return zmq.curve_keypair()
+
+
+# ---------------------------------------------------------------- keys and certificates
+def test_a_key_pair_and_an_allow_list_of_keys() -> None:
+    public, secret = keypair()
+    other, _ = keypair()
+    config = CurveConfig(public.decode(), secret, [other, other.decode(), public])
+    assert config.public_key == public and config.secret_key == secret
+    assert config.allowed == {other, public} and config.allow_dir is None
+    assert config.fingerprint == public.decode()[:8] == fingerprint(public) == fingerprint(public.decode())
+    assert secret.decode() not in repr(config) and public.decode() in repr(config)
+    with pytest.raises(CurveKeyError, match="fixed list"):
+        config.read_allowed()
+    assert config.read_allowed([other]) == (frozenset({other}), None)
+
+
+@pytest.mark.parametrize(
+    ("public", "secret", "message"),
+    [
+        (b"short", None, "must be 40 Z85 characters.*got 5"),
+        (b"\x01" * 32, None, "raw 32-byte key"),
+        (b"~" * 40, None, "not valid Z85"),
+        (1234, None, "as str or bytes, got int"),
+        (None, b"short", "secret_key must be 40 Z85 characters.*, got 5$"),
+        ("other", None, "is not the public half of secret_key"),
+    ],
+)
+def test_bad_keys_are_refused_with_a_clear_error(public: Any, secret: Any, message: str) -> None:
+    good_public, good_secret = keypair()
+    if public == "other":
+        public = keypair()[0]
+    with pytest.raises(CurveKeyError, match=message) as info:
+        CurveConfig(good_public if public is None else public, good_secret if secret is None else secret)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, SuperlineError)
+    assert good_secret.decode() not in str(info.value)
+
+
+def test_allowed_is_keys_or_a_directory_never_a_single_key() -> None:
+    public, secret = keypair()
+    with pytest.raises(CurveKeyError, match="not a single key"):
+        CurveConfig(public, secret, public)
+    with pytest.raises(CurveKeyError, match=r"allowed\[1\]"):
+        CurveConfig(public, secret, [public, b"nope"])
+    with pytest.raises(CurveKeyError, match="does not exist"):
+        CurveConfig(public, secret, "/nonexistent/allow")
+    assert parse_key(f"  {public.decode()}\n", "k") == public
+
+
+def test_from_files_reads_pyzmq_certificates(tmp_path: Path) -> None:
+    certs, allow = tmp_path / "certs", tmp_path / "allow"
+    certs.mkdir()
+    allow.mkdir()
+    mine_pub, mine_secret = create_certificates(certs, "mine")  # pyzmq's own writer
+    peer_pub, _ = write_certificate("peer", certs)  # ours
+    for f in (mine_pub, peer_pub):
+        (allow / Path(f).name).write_bytes(Path(f).read_bytes())
+    (allow / "notes.txt").write_text("ignored: not a .key file")
+    config = CurveConfig.from_files(mine_secret, allow)
+    assert config.allow_dir == allow and len(config.allowed) == 2
+    assert config.public_key in config.allowed
+    assert "allow_dir=" in repr(config) and config.secret_key.decode() not in repr(config)
+    # the public certificate alone is no identity
+    with pytest.raises(CurveKeyError, match="holds no secret key"):
+        CurveConfig.from_files(mine_pub, allow)
+    with pytest.raises(CurveKeyError, match="cannot read the certificate"):
+        CurveConfig.from_files(tmp_path / "missing.key_secret", allow)
+    # a re-read sees a key added and a key removed; a broken file fails the whole read
+    (allow / "peer.key").unlink()
+    assert read_allow_dir(allow) == {config.public_key}
+    (allow / "broken.key").write_text("curve\n    nothing here\n")
+    with pytest.raises(CurveKeyError, match=r"broken\.key"):
+        config.read_allowed()
+
+
+def test_write_certificate_keeps_the_secret_private_and_never_overwrites(tmp_path: Path) -> None:
+    public, secret = write_certificate("node-a", tmp_path / "keys")
+    assert (public.name, secret.name) == ("node-a.key", "node-a.key_secret")
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(public).st_mode) == 0o644
+    config = CurveConfig.from_files(secret, tmp_path / "keys")
+    assert config.allowed == {config.public_key}
+    with pytest.raises(FileExistsError):
+        write_certificate("node-a", tmp_path / "keys")
+    for bad in ("", "../x", "a/b", ".."):
+        with pytest.raises(ValueError, match="plain file name"):
+            write_certificate(bad, tmp_path)
+
+
+# ---------------------------------------------------------------- the conformance suite over CURVE
+class TestZeroMQCurveAdapter(AdapterConformance):
+    """The Adapter Protocol's semantics hold unchanged with every socket under CURVE."""
+
+    def cluster_factory(self) -> Callable[[], Adapter]:
+        pairs = [keypair() for _ in range(6)]
+        allowed = [p for p, _ in pairs]
+        first: list[ZeroMQAdapter] = []
+
+        def make() -> Adapter:
+            public, secret = pairs[len(first)]
+            seeds = [first[0].endpoints["router"]] if first else []
+            adapter = ZeroMQAdapter(
+                LOCAL, seeds, heartbeat_interval=0.1, ttl=2.0, curve=CurveConfig(public, secret, allowed)
+            )
+            first.append(adapter)
+            return adapter
+
+        return make
+
+
+# ---------------------------------------------------------------- adapters admitting only allowed keys
+class Peer(Node):
+    adapter: ZeroMQAdapter
+
+    def stat(self, key: str) -> int:
+        return self.adapter.statistics()[key]
+
+    @property
+    def router(self) -> str:
+        return self.adapter.endpoints["router"]
+
+    def live(self) -> set[NodeId]:
+        return {n for n, alive in self.adapter.members().items() if alive}
+
+
+MakePeer = Callable[..., Awaitable[Peer]]
+
+
+@pytest.fixture
+def keys() -> list[tuple[bytes, bytes]]:
+    """Six key pairs: 0..2 are the cluster's, 3 an intruder's, 4 and 5 spares."""
+    return [keypair() for _ in range(6)]
+
+
+@pytest.fixture
+async def make_peer() -> AsyncIterator[MakePeer]:
+    """``await make_peer(*seeds, curve=...)``: a started adapter (FAST gossip)."""
+    adapters: list[ZeroMQAdapter] = []
+
+    async def make(*seeds: str, curve: CurveConfig | None, **options: Any) -> Peer:
+        adapter = await zeromq_adapter(LOCAL, list(seeds), curve=curve, **{**FAST, **options})
+        adapters.append(adapter)
+        peer = Peer(adapter, new_node_id())
+        await adapter.start(peer.id, peer.on_channel, peer.on_direct)
+        return peer
+
+    yield make
+    for adapter in adapters:
+        await asyncio.wait_for(adapter.close(), 10)
+
+
+def config(keys: list[tuple[bytes, bytes]], k: int, allowed: list[int]) -> CurveConfig:
+    return CurveConfig(keys[k][0], keys[k][1], [keys[i][0] for i in allowed])
+
+
+async def cluster_of_three(make_peer: MakePeer, keys: list[tuple[bytes, bytes]]) -> list[Peer]:
+    a = await make_peer(curve=config(keys, 0, [0, 1, 2]))
+    b = await make_peer(a.router, curve=config(keys, 1, [0, 1, 2]))
+    c = await make_peer(b.router, curve=config(keys, 2, [0, 1, 2]))  # finds a through b's gossip
+    peers = [a, b, c]
+    for p in peers:
+        await eventually(lambda p=p: p.live() == {q.id for q in peers} - {p.id}, message=f"{p.id} never saw all")
+    return peers
+
+
+async def test_curve_nodes_join_through_seeds_and_deliver(make_peer: MakePeer, keys: list[tuple[bytes, bytes]]) -> None:
+    a, b, c = await cluster_of_three(make_peer, keys)
+    await c.adapter.subscribe("r:x")
+    a.adapter.publish("r:x", b"to the room")
+    assert a.adapter.send(c.id, b"to c")
+    await eventually(lambda: c.channel == [("r:x", b"to the room")] and c.direct == [(a.id, b"to c")])
+    for p in (a, b, c):
+        stats = p.adapter.statistics()
+        assert stats["peer_key_refused"] == 0
+        assert stats["auth_admitted"] >= 2 and stats["allowed_keys"] == 3
+
+
+async def test_a_context_has_room_for_one_curve_node(keys: list[tuple[bytes, bytes]]) -> None:
+    ctx = zmq.asyncio.Context()
+    try:
+        first = await zeromq_adapter(LOCAL, context=ctx, curve=config(keys, 0, [0]))
+        with pytest.raises(ValueError, match="another ZAP handler"):
+            await zeromq_adapter(LOCAL, context=ctx, curve=config(keys, 1, [0]))
+        await first.close()
+    finally:
+        ctx.term()
+
+
+async def test_a_plain_adapter_warns_at_start_and_a_curve_one_does_not(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="superline_zmq.zeromq")
+    await make_peer(curve=None)
+    warned = [r for r in caplog.records if "unauthenticated" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    caplog.clear()
+    await make_peer(curve=config(keys, 0, [0]))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("CURVE on" in r.getMessage() for r in caplog.records)
