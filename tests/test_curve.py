@@ -207,8 +207,11 @@ async def test_curve_nodes_join_through_seeds_and_deliver(make_peer: MakePeer, k
     await eventually(lambda: c.channel == [("r:x", b"to the room")] and c.direct == [(a.id, b"to c")])
     for p in (a, b, c):
         stats = p.adapter.statistics()
-        assert stats["peer_key_refused"] == 0
+        assert stats["auth_refused"] == 0 and stats["peer_key_refused"] == 0
         assert stats["auth_admitted"] >= 2 and stats["allowed_keys"] == 3
+    # seeds were probed with every allowed key before their own was known: the wrong
+    # ones failed the handshake at the seed, which is not a refusal
+    assert a.stat("handshake_failed") + b.stat("handshake_failed") >= 1
 
 
 async def test_a_context_has_room_for_one_curve_node(keys: list[tuple[bytes, bytes]]) -> None:
@@ -233,3 +236,52 @@ async def test_a_plain_adapter_warns_at_start_and_a_curve_one_does_not(
     await make_peer(curve=config(keys, 0, [0]))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("CURVE on" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_unlisted_key_and_a_plain_node_stay_outside_and_are_counted(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="superline_zmq.zeromq")
+    a, b, _ = await cluster_of_three(make_peer, keys)
+    await a.adapter.subscribe("r:x")
+    # the intruder knows the members' public keys (they are public) but its own is not listed
+    intruder = await make_peer(a.router, curve=config(keys, 3, [0, 1, 2, 3]))
+    plain = await make_peer(a.router, curve=None)
+
+    def refusals() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+
+    await eventually(lambda: any("plain ZMTP" in m for m in refusals()), message=lambda: f"{refusals()}")
+    await eventually(lambda: any(fingerprint(keys[3][0]) in m and "127.0.0.1" in m for m in refusals()))
+    assert a.stat("auth_refused") >= 2
+    assert intruder.adapter.members() == {} and plain.adapter.members() == {}
+    for p in (intruder, plain):
+        assert p.id not in a.adapter.members() and p.id not in b.adapter.members()
+        assert not a.adapter.is_alive(p.id)
+        assert not p.adapter.send(a.id, b"let me in")  # it knows no route
+        await p.adapter.subscribe("r:x")
+        p.adapter.publish("r:x", b"injected")
+    # and it hears nothing: a marker published after the injections reaches a, theirs never did
+    b.adapter.publish("r:x", b"marker")
+    await eventually(lambda: ("r:x", b"marker") in a.channel)
+    assert ("r:x", b"injected") not in a.channel and a.direct == []
+    a.adapter.publish("r:x", b"secret")
+    assert intruder.channel == [] and plain.channel == []
+    assert a.stat("members") == 2  # still exactly the cluster
+
+
+async def test_a_raw_plain_subscriber_gets_nothing_from_a_curve_publisher(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]]
+) -> None:
+    a = await make_peer(curve=config(keys, 0, [0]))
+    ctx = zmq.asyncio.Context()
+    try:
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(a.adapter.endpoints["pub"])
+        await eventually(lambda: a.stat("auth_refused") >= 1)
+        a.adapter.publish("r:x", b"payload")
+        assert await sub.poll(200) == 0  # a bounded wait for a negative, after the refusal was counted
+        sub.close(linger=0)
+    finally:
+        ctx.term()

@@ -105,10 +105,13 @@ advertises its key in its gossip address (``{"pub", "router", "key"}``), and a n
 connects only to members whose key it allows itself (``peer_key_refused`` otherwise). A
 seed's key is not known before it answers: a probe of a seed says hello once with each
 allowed key (short-lived sockets; the wrong ones fail the handshake at the seed and are
-reported there as failed handshakes), and once the seed is met its own key is used.
+counted there as ``handshake_failed``), and once the seed is met its own key is used.
 A node whose key is not allowed, or that speaks plain ZMTP, is refused at the handshake:
-it never becomes a member, hears nothing and delivers nothing. Without ``curve``, the
-node logs a warning at start: anyone who reaches its ports can join.
+it never becomes a member, hears nothing and delivers nothing; each refusal is counted
+(``auth_refused``) and logged, rate-limited, with its key's fingerprint and its address
+(from the ZAP request; libzmq does not report the address of a plain-ZMTP peer).
+Without ``curve``, the node logs a warning at start: anyone who reaches its ports can
+join.
 
 Counters (:meth:`ZeroMQAdapter.statistics`): ``published`` / ``publish_dropped_hwm``;
 ``delivered`` (publications handed to ``on_channel``), ``channel_not_held`` (arrived
@@ -119,15 +122,20 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 ``link_errors`` / ``tick_errors`` (the gossip driver's: a send or a tick raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
 ``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
-``members``; with CURVE: ``auth_admitted`` (handshakes ZAP admitted),
-``peer_key_refused`` (members not connected to: key not allowed), ``allowed_keys``; and
-the gossip state machine's own, prefixed ``gossip_``.
+``members``; with CURVE: ``auth_admitted`` / ``auth_refused`` (handshakes ZAP admitted
+and refused, plus plain-ZMTP peers refused: a mechanism mismatch, or a peer hanging up
+during the handshake), ``handshake_failed`` (any other failed handshake: a wrong server
+key, garbage), ``peer_key_refused`` (members not connected to:
+key not allowed), ``allowed_keys``; and the gossip state machine's own, prefixed
+``gossip_``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
@@ -135,6 +143,7 @@ from typing import Any, cast
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from superline_zmq.adapter import ChannelHandler, DirectHandler
 from superline_zmq.curve import (
@@ -336,14 +345,17 @@ class ZeroMQAdapter:
             "hellos": 0,
             "subscribe_unconfirmed": 0,
             "join_unconfirmed": 0,
-            # CURVE (0 without it; auth_admitted and allowed_keys are read live)
+            # CURVE (all 0 without it; auth_admitted and allowed_keys are read live)
+            "auth_refused": 0,
+            "handshake_failed": 0,
             "peer_key_refused": 0,
         }
         #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
         self.curve = curve
-        self._allow = AllowList(curve.allowed if curve is not None else frozenset())
+        self._allow = AllowList(curve.allowed if curve is not None else frozenset(), self._on_zap_refused)
         self._allow_dir = curve.allow_dir if curve is not None else None
         self._zap: ZapHandler | None = None
+        self._monitors: list[tuple[zmq.Socket[Any], zmq.asyncio.Socket, str]] = []  # (socket, its monitor, name)
         self._key_at: dict[str, str] = {}  # ROUTER endpoint -> the key last seen there (probing seeds)
         self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
@@ -378,6 +390,7 @@ class ZeroMQAdapter:
                 sock.connect(seed)
                 self._seed_socks[seed] = sock
         except BaseException:
+            self._close_monitors()
             for sock in self._all:
                 sock.close(linger=0)
             if self._zap is not None:
@@ -459,6 +472,7 @@ class ZeroMQAdapter:
             loop.create_task(self._recv_loop(self._router, self._on_router_message, "router")),
             loop.create_task(self._recv_loop(self._sub, self._on_sub_message, "sub")),
             loop.create_task(self._recv_loop(self._pub, self._on_xpub_message, "xpub")),
+            *(loop.create_task(self._monitor_loop(mon, name)) for _, mon, name in self._monitors),
         ]
         driver.start()  # the first tick says hello to the seeds (no live member yet)
         if self._seeds:
@@ -545,6 +559,7 @@ class ZeroMQAdapter:
             self._on_channel = self._on_direct = None
             # the leave (PUB) and queued direct messages (member DEALERs) get to flush
             flush = {id(self._pub), *(id(d) for d in self._dealers.values())}
+            self._close_monitors()
             for sock in self._all:
                 if not sock.closed:
                     sock.close(linger=linger if id(sock) in flush else 0)
@@ -721,7 +736,8 @@ class ZeroMQAdapter:
     # ------------------------------------------------------------------ sending
     def _socket(self, kind: int, *, server: str | None = None) -> zmq.asyncio.Socket:
         """A node socket with the adapter's options; with CURVE, a server for ZAP domain
-        ``server`` or a client (its peer's key is set per connect: :meth:`_connect_to`)."""
+        ``server`` (monitored for failed handshakes) or a client (its peer's key is set
+        per connect: :meth:`_connect_to`)."""
         sock = self._ctx.socket(kind)
         self._all.append(sock)
         sock.setsockopt(zmq.LINGER, 0)
@@ -743,6 +759,9 @@ class ZeroMQAdapter:
         if server is not None:
             sock.setsockopt(zmq.CURVE_SERVER, 1)
             sock.setsockopt(zmq.ZAP_DOMAIN, server.encode())
+            events = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            monitor = cast("zmq.asyncio.Socket", sock.get_monitor_socket(events))
+            self._monitors.append((sock, monitor, "router" if server == ROUTER_DOMAIN else "pub"))
 
     def _connect_to(self, sock: zmq.Socket[Any], endpoint: str, key: str | None) -> None:
         """``sock.connect(endpoint)``; with CURVE, to the node holding ``key`` (libzmq copies the
@@ -752,6 +771,14 @@ class ZeroMQAdapter:
                 raise ValueError(f"no CURVE key for {endpoint}")
             sock.setsockopt(zmq.CURVE_SERVERKEY, key.encode())
         sock.connect(endpoint)
+
+    def _close_monitors(self) -> None:
+        for sock, monitor, _ in self._monitors:
+            if not sock.closed:
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
 
     def _try_send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> BaseException | None:
         """Send without blocking: None if ZeroMQ took it, else why not (``zmq.Again``: queue full)."""
@@ -814,7 +841,7 @@ class ZeroMQAdapter:
         if known and known.encode() in self._allow.keys and driver is not None and driver.has_live_member():
             return [known]
         # A seed's key is not known before it answers: say hello with each allowed key (the
-        # wrong ones fail the handshake there).
+        # wrong ones fail the handshake there, counted as handshake_failed, not refusals).
         own = self.curve.public_key
         keys = sorted(k.decode() for k in self._allow.keys if k != own)
         if known in keys:
@@ -941,6 +968,18 @@ class ZeroMQAdapter:
         """The public keys (Z85 bytes) this node admits right now (empty without CURVE)."""
         return self._allow.keys
 
+    def _on_zap_refused(self, domain: str, key: bytes, address: str) -> None:
+        """ZAP refused a CURVE handshake: the client key is not allowed."""
+        self._stats["auth_refused"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "auth_refused",
+            "refused a node with key %s from %s on the %s: its public key is not in the allow list",
+            fingerprint(key),
+            address or "an unknown address",
+            "router" if domain == ROUTER_DOMAIN else "pub socket",
+        )
+
     def _peer_key_refused(self, node: NodeId | None, key: str | None, endpoint: str) -> None:
         self._stats["peer_key_refused"] += 1
         self._rlog.log(
@@ -950,6 +989,46 @@ class ZeroMQAdapter:
             node or "a forgotten peer",
             endpoint,
             f"its key {fingerprint(key)} is not in the allow list" if key else "it has no CURVE key",
+        )
+
+    async def _monitor_loop(self, monitor: zmq.asyncio.Socket, what: str) -> None:
+        """Count and log the handshakes a listening socket failed (ZAP refusals are counted by ZAP)."""
+        while not monitor.closed:
+            try:
+                event = parse_monitor_message(await monitor.recv_multipart())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if monitor.closed:
+                    return
+                self._rlog.log(logging.ERROR, "monitor", "reading the %s monitor failed: %r", what, exc)
+                await asyncio.sleep(0.01)
+                continue
+            self._on_handshake_failed(int(event["event"]), int(event["value"]), what)
+
+    def _on_handshake_failed(self, event: int, value: int, what: str) -> None:
+        endpoint = self._endpoints["router" if what == "router" else "pub"]
+        plain = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+        if plain or event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # A plain-ZMTP peer: when it notices the mismatch first and hangs up, libzmq reports
+            # only that the handshake broke off (no detail), so both count as refusals.
+            self._stats["auth_refused"] += 1
+            self._rlog.log(
+                logging.WARNING,
+                "auth_plain",
+                "refused a peer speaking plain ZMTP (no CURVE) on %s%s (key: none; its address is not reported)",
+                endpoint,
+                "" if plain else f" (it hung up during the handshake: {_errno_name(value)})",
+            )
+            return
+        self._stats["handshake_failed"] += 1
+        self._rlog.log(
+            logging.INFO,
+            "handshake_failed",
+            "a CURVE handshake on %s failed (%s): a peer that does not hold this node's public key (a node "
+            "probing a seed tries every allowed key), or not ZeroMQ at all",
+            endpoint,
+            _protocol_error(value),
         )
 
     # ------------------------------------------------------------------ receiving
@@ -1105,6 +1184,19 @@ class ZeroMQAdapter:
     def _bad(self, key: str, msg: str, *args: object) -> None:
         self._stats["bad_messages"] += 1
         self._rlog.log(logging.WARNING, f"bad_{key}", msg, *args)
+
+
+def _errno_name(value: int) -> str:
+    return errno.errorcode.get(value, f"errno {value}")
+
+
+@functools.cache
+def _protocol_error(value: int) -> str:
+    """libzmq's name of a ZMTP protocol error code (monitor events), e.g. ``ZMTP_CRYPTOGRAPHIC``."""
+    for name in dir(zmq):
+        if name.startswith("PROTOCOL_ERROR_") and getattr(zmq, name) == value:
+            return name.removeprefix("PROTOCOL_ERROR_")
+    return f"error {value:#x}"
 
 
 def _why(err: BaseException) -> str:
