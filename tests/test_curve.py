@@ -236,6 +236,8 @@ async def test_a_plain_adapter_warns_at_start_and_a_curve_one_does_not(
     await make_peer(curve=config(keys, 0, [0]))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("CURVE on" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RuntimeError, match="without CURVE"):
+        await (await make_peer(curve=None)).adapter.reload_allowed([keys[0][0]])
 
 
 async def test_an_unlisted_key_and_a_plain_node_stay_outside_and_are_counted(
@@ -285,3 +287,78 @@ async def test_a_raw_plain_subscriber_gets_nothing_from_a_curve_publisher(
         sub.close(linger=0)
     finally:
         ctx.term()
+
+
+async def test_reload_admits_an_added_key_and_drops_a_removed_one_at_once(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]], tmp_path: Path
+) -> None:
+    a, b, c = await cluster_of_three(make_peer, keys)
+    newcomer = await make_peer(a.router, curve=config(keys, 3, [0, 1, 2, 3]))
+    await eventually(lambda: a.stat("auth_refused") >= 1)
+    assert newcomer.id not in a.live()
+
+    # added on every member: the newcomer's next hello gets in, and it becomes a full member
+    for p in (a, b, c):
+        change = await p.adapter.reload_allowed([keys[i][0] for i in (0, 1, 2, 3)])
+        assert change.added == {fingerprint(keys[3][0])} and change.removed == frozenset()
+        assert not change.rebound and change.allowed == 4
+    everyone = {p.id for p in (a, b, c, newcomer)}
+    for p in (a, b, c, newcomer):
+        await eventually(lambda p=p: p.live() == everyone - {p.id}, message=f"{p.id} never saw the newcomer")
+
+    # c's key is removed on a and b: c is dropped there before reload_allowed returns
+    await a.adapter.subscribe("r:y")
+    loop = asyncio.get_running_loop()
+    for p in (a, b):
+        t0 = loop.time()
+        change = await p.adapter.reload_allowed([keys[i][0] for i in (0, 1, 3)])
+        assert loop.time() - t0 < a.adapter.heartbeat_interval
+        assert change.removed == {fingerprint(keys[2][0])} and change.evicted == (c.id,) and change.rebound
+        assert c.id not in p.live() and not p.adapter.is_alive(c.id)
+        assert p.adapter.presence is not None
+        assert c.id not in [n.node_id for n in await p.adapter.presence.topology()]
+    # the members still allowed reconnected to the re-created listeners and re-sent their
+    # subscriptions (a confirmed subscribe says so: its token travels after them)
+    await b.adapter.subscribe("r:sync")
+    await a.adapter.subscribe("r:sync")
+    # c's existing connections are gone: what it sends no longer arrives, even though it still
+    # believes in a for a while (it learns nothing: nobody tells an evicted node)
+    c.adapter.publish("r:y", b"from c")
+    c.adapter.send(a.id, b"direct from c")
+    b.adapter.publish("r:y", b"marker")
+    await eventually(lambda: ("r:y", b"marker") in a.channel)
+    assert ("r:y", b"from c") not in a.channel and (c.id, b"direct from c") not in a.direct
+    await eventually(lambda: a.stat("auth_refused") >= 2)  # its reconnections were refused
+    assert a.stat("listener_rebinds") == 1 and a.stat("allow_reloads") == 2
+    # the others still reach a through the re-created listeners
+    b.adapter.send(a.id, b"still here")
+    await eventually(lambda: (b.id, b"still here") in a.direct)
+    assert a.adapter.send(b.id, b"and back")
+    await eventually(lambda: (a.id, b"and back") in b.direct)
+
+    # a removal that no connection holds costs nothing: no rebind
+    change = await a.adapter.reload_allowed([keys[i][0] for i in (0, 1, 3)])
+    assert change.removed == frozenset() and not change.rebound
+    # a list that cannot be read changes nothing
+    with pytest.raises(CurveKeyError):
+        await a.adapter.reload_allowed(tmp_path / "missing")
+    assert a.stat("allowed_keys") == 3
+
+
+async def test_reload_rereads_the_allow_directory(make_peer: MakePeer, tmp_path: Path) -> None:
+    certs, allow = tmp_path / "certs", tmp_path / "allow"
+    for name in ("a", "b"):
+        public, _ = write_certificate(name, certs)
+        (allow / public.name).parent.mkdir(exist_ok=True)
+        (allow / public.name).write_bytes(public.read_bytes())
+    a = await make_peer(curve=CurveConfig.from_files(certs / "a.key_secret", allow))
+    b = await make_peer(a.router, curve=CurveConfig.from_files(certs / "b.key_secret", allow))
+    await eventually(lambda: a.live() == {b.id} and b.live() == {a.id})
+    (allow / "b.key").unlink()
+    change = await a.adapter.reload_allowed()
+    assert change.evicted == (b.id,) and a.live() == set()
+    (allow / "b.key").write_bytes((certs / "b.key").read_bytes())
+    change = await a.adapter.reload_allowed()
+    assert change.added == {b.adapter.curve.fingerprint}  # type: ignore[union-attr]
+    # b was refused on its reconnections; it forgets a, probes it again and is let back in
+    await eventually(lambda: a.live() == {b.id} and b.live() == {a.id}, timeout=10)

@@ -110,8 +110,9 @@ A node whose key is not allowed, or that speaks plain ZMTP, is refused at the ha
 it never becomes a member, hears nothing and delivers nothing; each refusal is counted
 (``auth_refused``) and logged, rate-limited, with its key's fingerprint and its address
 (from the ZAP request; libzmq does not report the address of a plain-ZMTP peer).
-Without ``curve``, the node logs a warning at start: anyone who reaches its ports can
-join.
+:meth:`ZeroMQAdapter.reload_allowed` applies a new allow list without a restart; see
+it for how removed keys lose their existing connections. Without ``curve``, the node
+logs a warning at start: anyone who reaches its ports can join.
 
 Counters (:meth:`ZeroMQAdapter.statistics`): ``published`` / ``publish_dropped_hwm``;
 ``delivered`` (publications handed to ``on_channel``), ``channel_not_held`` (arrived
@@ -126,8 +127,8 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 and refused, plus plain-ZMTP peers refused: a mechanism mismatch, or a peer hanging up
 during the handshake), ``handshake_failed`` (any other failed handshake: a wrong server
 key, garbage), ``peer_key_refused`` (members not connected to:
-key not allowed), ``allowed_keys``; and the gossip state machine's own, prefixed
-``gossip_``.
+key not allowed), ``allowed_keys``, ``allow_reloads``, ``listener_rebinds``; and the
+gossip state machine's own, prefixed ``gossip_``.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import zmq
@@ -149,11 +151,14 @@ from superline_zmq.adapter import ChannelHandler, DirectHandler
 from superline_zmq.curve import (
     PUB_DOMAIN,
     ROUTER_DOMAIN,
+    AllowedLike,
     AllowList,
     CurveConfig,
     ZapHandler,
     fingerprint,
+    resolve_allowed,
 )
+from superline_zmq.errors import CurveKeyError
 from superline_zmq.gossip import Addr, GossipPresence
 from superline_zmq.gossip_driver import GossipDriver
 from superline_zmq.ids import NodeId
@@ -212,6 +217,20 @@ def _check_advertisable(endpoint: str) -> None:
                 f"{endpoint!r} is a wildcard address: peers are told the bound endpoint, so bind "
                 "an address they can reach (e.g. tcp://10.0.0.5:7001)"
             )
+
+
+@dataclass(frozen=True)
+class AllowChange:
+    """What :meth:`ZeroMQAdapter.reload_allowed` changed (keys by :func:`~superline_zmq.curve.fingerprint`)."""
+
+    added: frozenset[str]
+    removed: frozenset[str]
+    #: Members dropped because they hold a removed key.
+    evicted: tuple[NodeId, ...]
+    #: Whether the listeners were re-created so every inbound connection re-authenticates.
+    rebound: bool
+    #: How many keys are allowed now.
+    allowed: int
 
 
 class _Confirm:
@@ -349,6 +368,8 @@ class ZeroMQAdapter:
             "auth_refused": 0,
             "handshake_failed": 0,
             "peer_key_refused": 0,
+            "allow_reloads": 0,
+            "listener_rebinds": 0,
         }
         #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
         self.curve = curve
@@ -356,7 +377,9 @@ class ZeroMQAdapter:
         self._allow_dir = curve.allow_dir if curve is not None else None
         self._zap: ZapHandler | None = None
         self._monitors: list[tuple[zmq.Socket[Any], zmq.asyncio.Socket, str]] = []  # (socket, its monitor, name)
+        self._member_keys: dict[NodeId, str] = {}  # member -> the CURVE key we connected to it with
         self._key_at: dict[str, str] = {}  # ROUTER endpoint -> the key last seen there (probing seeds)
+        self._refused_peers: dict[NodeId, Addr] = {}  # members not connected to: key not allowed
         self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
         self._ctx: zmq.asyncio.Context = context if context is not None else zmq.asyncio.Context()
@@ -568,6 +591,7 @@ class ZeroMQAdapter:
             self._peer_pub.clear()
             self._pub_refs.clear()
             self._pub_keys.clear()
+            self._member_keys.clear()
             if self._zap is not None:  # only now: the server sockets are closed
                 await self._zap.aclose()
             if self._own_ctx:
@@ -896,11 +920,14 @@ class ZeroMQAdapter:
         key = addr.get("key")
         if self.curve is not None:
             if not key or key.encode() not in self._allow.keys:
-                # a member vouched for by another node that we do not trust: no
-                # connection, so it cannot hear us and we never hear it
+                # a member vouched for by another node that we do not trust (yet): no
+                # connection, so it cannot hear us and we never hear it; a reload that
+                # allows its key connects then
+                self._refused_peers[node] = dict(addr)
                 self._peer_key_refused(node, key, router)
                 return
             self._key_at[router] = key
+        self._refused_peers.pop(node, None)
         self._disconnect(node)
         dealer = self._socket(zmq.DEALER)
         try:
@@ -924,6 +951,8 @@ class ZeroMQAdapter:
         refs.add(node)
         self._peer_pub[node] = pub
         self._dealers[node] = dealer
+        if key:
+            self._member_keys[node] = key
         # Member DEALERs only ever send, so they are driven through a plain shadow socket:
         # no Future per message. (Never do this on a socket something also receives on.)
         sync = self._dealer_sync[node] = zmq.Socket.shadow(dealer.underlying)
@@ -933,6 +962,7 @@ class ZeroMQAdapter:
             self._send_control_now(sync, [KIND_GOSSIP, self._node_b, node.encode(), hello], f"hello to {node}")
 
     def _disconnect(self, node: NodeId) -> None:
+        self._member_keys.pop(node, None)
         self._dealer_sync.pop(node, None)
         dealer = self._dealers.pop(node, None)
         if dealer is not None:
@@ -967,6 +997,92 @@ class ZeroMQAdapter:
     def allowed_keys(self) -> frozenset[bytes]:
         """The public keys (Z85 bytes) this node admits right now (empty without CURVE)."""
         return self._allow.keys
+
+    async def reload_allowed(self, allowed: AllowedLike | None = None) -> AllowChange:
+        """Apply a new allow list now: re-read the allow directory, or take ``allowed`` (keys or a directory).
+
+        A key added is admitted from the next handshake on (a refused node that keeps
+        probing gets in then; members we refused to connect to are connected now). A
+        key removed is refused from the next handshake on, and its existing connections
+        are dropped before this returns: members holding it are evicted (disconnected and
+        dropped from membership and presence at once, as if they had left), and, if any
+        connection was admitted with it since the listeners were last re-created, the ROUTER
+        and XPUB are unbound and bound again on the same endpoints so that every inbound
+        connection re-authenticates (peers still allowed reconnect within ~100 ms; what was
+        in flight to this node over those connections may be lost, as on any reconnect).
+
+        Raises :class:`~superline_zmq.errors.CurveKeyError` (nothing changed) if the new
+        list cannot be read, and ``RuntimeError`` without CURVE or if a listener cannot be
+        bound again.
+        """
+        if self.curve is None:
+            raise RuntimeError("this adapter runs without CURVE: there is no allow list to reload")
+        source = allowed if allowed is not None else self._allow_dir
+        if source is None:
+            raise CurveKeyError("this node's allow list is a fixed collection of keys: pass the new keys")
+        keys, directory = resolve_allowed(source)
+        old = self._allow.keys
+        added, removed = keys - old, old - keys
+        self._allow.keys = keys  # ZAP decides with the new list from the next handshake on
+        self._allow_dir = directory
+        self._stats["allow_reloads"] += 1
+        evicted: list[NodeId] = []
+        rebound = False
+        if removed and not self._closed:
+            gone = {k.decode() for k in removed}
+            self._key_at = {ep: k for ep, k in self._key_at.items() if k not in gone}
+            for node, key in list(self._member_keys.items()):
+                if key in gone:
+                    evicted.append(node)
+                    self._disconnect(node)
+                    if self._driver is not None:
+                        self._driver.evict(node)
+            if removed & self._allow.admitted:
+                await self._rebind()
+                rebound = True
+        if added and not self._closed:
+            members = self._driver.members() if self._driver is not None else {}
+            for node, addr in list(self._refused_peers.items()):
+                key = addr.get("key", "")
+                if key.encode() in keys and node in members:
+                    self._connect(node, addr)
+        change = AllowChange(
+            added=frozenset(fingerprint(k) for k in added),
+            removed=frozenset(fingerprint(k) for k in removed),
+            evicted=tuple(evicted),
+            rebound=rebound,
+            allowed=len(keys),
+        )
+        log.info(
+            "node %s: allow list reloaded: %d key(s) allowed, added %s, removed %s%s%s",
+            self.node,
+            len(keys),
+            sorted(change.added) or "none",
+            sorted(change.removed) or "none",
+            f", evicted {', '.join(evicted)}" if evicted else "",
+            "; listeners re-created so every peer re-authenticates" if rebound else "",
+        )
+        return change
+
+    async def _rebind(self) -> None:
+        """Unbind and bind again the ROUTER and the XPUB: libzmq closes every connection accepted
+        on an endpoint when it is unbound, so each peer reconnects and goes through ZAP again."""
+        self._allow.admitted.clear()  # from now on it lists what the new connections were admitted with
+        self._stats["listener_rebinds"] += 1
+        loop = asyncio.get_running_loop()
+        for sock, endpoint in ((self._router, self._endpoints["router"]), (self._pub, self._endpoints["pub"])):
+            sock.unbind(endpoint)
+            deadline = loop.time() + 5.0
+            while True:
+                try:
+                    sock.bind(endpoint)
+                    break
+                except zmq.ZMQError as exc:
+                    # the old listener is closed by libzmq's I/O thread: EADDRINUSE for a moment
+                    if exc.errno != zmq.EADDRINUSE or loop.time() > deadline:
+                        log.error("node %s lost its listener %s: %s", self.node, endpoint, exc)
+                        raise RuntimeError(f"could not bind {endpoint} again: {exc}") from exc
+                    await asyncio.sleep(0.01)
 
     def _on_zap_refused(self, domain: str, key: bytes, address: str) -> None:
         """ZAP refused a CURVE handshake: the client key is not allowed."""
