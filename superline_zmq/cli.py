@@ -3,8 +3,11 @@
 Commands::
 
     superline-zmq run MODULE:APP --ws HOST:PORT --bind ENDPOINT [--seed ENDPOINT ...] [--json]
+                      [--curve-cert NAME.key_secret --curve-allow DIR]
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
-    superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0]
+                      [--curve | --curve-cert NAME.key_secret --curve-allow DIR]
+    superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0] [--no-curve]
+    superline-zmq keygen NAME [--dir DIR]
 
 Every command takes ``--timing local|lan`` (a :class:`~superline_zmq.ClusterTiming`
 preset, or a JSON object of its fields): ``run`` defaults to ``lan`` (beat 1 s, dead
@@ -26,6 +29,15 @@ gone, and ``stopping``/``stopped`` lines; without it, human-readable logs go to 
 SIGTERM or SIGINT closes the server gracefully (peers learn of the leave at once) and
 exits 0; a shutdown that takes longer than ``--shutdown-timeout`` exits 1, and a second
 signal exits 1 at once.
+
+CURVE (docs/security.md). ``--curve-cert`` (this node's ``NAME.key_secret``) and
+``--curve-allow`` (a directory of ``*.key`` public certificates) make every cluster
+socket authenticate and encrypt; the ``ready`` line then has ``"key"`` (this node's key
+fingerprint). SIGHUP re-reads the allow directory without a restart and prints
+``{"event": "reloaded", "added": [...], "removed": [...], "evicted": [...], "allowed": N}``
+(or ``reload_failed`` with the ``error``; the old list stays in force). ``keygen`` writes
+a pyzmq-compatible certificate pair; ``cluster --curve`` and ``demo`` run on throwaway
+keys in a temporary directory, removed when they stop.
 
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or an APP that is not a server.
 """
@@ -53,6 +65,7 @@ from superline_zmq.timing import PRESETS, ClusterTiming
 
 if TYPE_CHECKING:
     from superline_zmq.adapters.zeromq import ZeroMQAdapter
+    from superline_zmq.curve import CurveConfig
     from superline_zmq.testing.cluster import LocalCluster
 
 log = logging.getLogger("superline_zmq.cli")
@@ -270,11 +283,19 @@ async def _run(args: argparse.Namespace) -> int:
     from superline_zmq.adapters.zeromq import zeromq_adapter
 
     try:
+        curve = _curve_config(args)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    # installed before anything can be reloaded: a SIGHUP must never kill a CURVE node
+    reload = _install_reload() if curve is not None else None
+    try:
         adapter = await zeromq_adapter(
             bind=args.bind,
             seeds=list(args.seed),
             pub_bind=args.pub_bind,
             timing=args.timing,
+            curve=curve,
         )
     except ValueError as exc:  # bad endpoints or timings
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -283,19 +304,79 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: could not start the ZeroMQ adapter on {args.bind}: {exc}", file=sys.stderr)
         return 1
     endpoints = dict(adapter.endpoints)
+    ready: dict[str, Any] = {"pub": endpoints.get("pub"), "router": endpoints.get("router")}
+    if curve is not None:
+        ready["key"] = curve.fingerprint
     if not args.json:
         log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
-    return await serve_node(
-        srv,
-        adapter,
-        app=args.app,
-        host=host,
-        port=port,
-        out=out,
-        ready={"pub": endpoints.get("pub"), "router": endpoints.get("router")},
-        shutdown_timeout=args.shutdown_timeout,
-        watch=lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
-    )
+
+    async def watch(stopper: Stopper) -> None:
+        tasks = [_watch_members(adapter, out, stopper, args.watch_parent)]
+        if reload is not None:
+            tasks.append(_watch_reloads(adapter, out, reload))
+        await asyncio.gather(*tasks)
+
+    try:
+        return await serve_node(
+            srv,
+            adapter,
+            app=args.app,
+            host=host,
+            port=port,
+            out=out,
+            ready=ready,
+            shutdown_timeout=args.shutdown_timeout,
+            watch=watch,
+        )
+    finally:
+        if reload is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def _curve_config(args: argparse.Namespace) -> CurveConfig | None:
+    """``--curve-cert`` and ``--curve-allow`` as a :class:`~superline_zmq.curve.CurveConfig` (both or neither)."""
+    cert, allow = getattr(args, "curve_cert", None), getattr(args, "curve_allow", None)
+    if cert is None and allow is None:
+        return None
+    if cert is None or allow is None:
+        raise UsageError("--curve-cert and --curve-allow go together (this node's NAME.key_secret and a directory)")
+    from superline_zmq.curve import CurveConfig
+
+    try:
+        return CurveConfig.from_files(cert, allow)
+    except ValueError as exc:  # CurveKeyError
+        raise UsageError(str(exc)) from None
+
+
+def _install_reload() -> asyncio.Event:
+    """SIGHUP sets the returned event (the watcher reloads the allow list)."""
+    event = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover - Windows / not main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, event.set)
+    return event
+
+
+async def _watch_reloads(adapter: ZeroMQAdapter, out: Output, reload: asyncio.Event) -> None:
+    """On every SIGHUP, re-read the allow directory; a failure is reported and the old list stays."""
+    while True:
+        await reload.wait()
+        reload.clear()
+        try:
+            change = await adapter.reload_allowed()
+        except Exception as exc:  # an unreadable directory or key: keep serving with the old list
+            log.error("SIGHUP: could not reload the CURVE allow list (the old one stays in force): %s", exc)
+            out.event("reload_failed", f"reload failed: {exc}", error=str(exc))
+            continue
+        out.event(
+            "reloaded",
+            f"allow list reloaded: {change.allowed} key(s) allowed, added {sorted(change.added) or 'none'}, "
+            f"removed {sorted(change.removed) or 'none'}, evicted {list(change.evicted) or 'none'}",
+            added=sorted(change.added),
+            removed=sorted(change.removed),
+            evicted=list(change.evicted),
+            allowed=change.allowed,
+        )
 
 
 async def serve_node(
@@ -411,6 +492,11 @@ async def _cluster(args: argparse.Namespace) -> int:
     try:
         _check_host(args.host, args.allow_remote)
         load_target(args.app)  # fail fast, with the import error, before starting anything
+        if args.curve and (args.curve_cert or args.curve_allow):
+            raise UsageError("--curve makes throwaway keys: do not combine it with --curve-cert/--curve-allow")
+        curve_args: list[str] = []
+        if _curve_config(args) is not None:  # checked here, used by every node
+            curve_args = ["--curve-cert", args.curve_cert, "--curve-allow", args.curve_allow]
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -424,7 +510,8 @@ async def _cluster(args: argparse.Namespace) -> int:
         host=args.host,
         ws_port=args.ws_port,
         allow_remote=args.allow_remote,
-        extra_args=["--log-level", args.log_level] if args.log_level else (),
+        extra_args=[*curve_args, *(["--log-level", args.log_level] if args.log_level else [])],
+        curve=args.curve,
     )
     stopper = Stopper()
     stopper.on_force.append(_kill_children(cluster))
@@ -446,8 +533,15 @@ async def _cluster(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             stop_wait.cancel()
             return 1
-        rows = [[str(n.index), n.node_id, n.url, n.endpoints.get("router", ""), str(n.pid)] for n in cluster.nodes]
-        print(_table(rows, ["node", "node_id", "ws", "router", "pid"]), flush=True)
+        rows = [
+            [str(n.index), n.node_id, n.url, n.endpoints.get("router", ""), n.key or "-", str(n.pid)]
+            for n in cluster.nodes
+        ]
+        print(_table(rows, ["node", "node_id", "ws", "router", "key", "pid"]), flush=True)
+        if cluster.keys is not None:
+            print(f"CURVE on: throwaway keys in {cluster.keys.root} (removed on exit)", flush=True)
+        elif curve_args:
+            print(f"CURVE on: every node uses {args.curve_cert}, allowing {args.curve_allow}", flush=True)
         print(f"{args.nodes} node(s) ready and converged; Ctrl-C to stop", flush=True)
         watch = asyncio.create_task(_watch_children(cluster))
         await stop_wait
@@ -493,7 +587,28 @@ async def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         stop=stopper.event,
         on_force=stopper.on_force,
+        curve=not args.no_curve,
     )
+
+
+# ---------------------------------------------------------------------- keygen
+def _keygen(args: argparse.Namespace) -> int:
+    """Write ``NAME.key`` and ``NAME.key_secret`` (pyzmq's format) into ``--dir``."""
+    from superline_zmq.curve import CurveConfig, write_certificate
+
+    try:
+        public, secret = write_certificate(args.name, args.dir)
+    except (ValueError, FileExistsError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, FileExistsError) else 2
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write into {args.dir}: {exc}", file=sys.stderr)
+        return 1
+    key = CurveConfig.from_files(secret, public.parent).fingerprint
+    print(f"{public}\tpublic: copy it into the allow directory of every node that admits this one")
+    print(f"{secret}\tsecret (mode 0600): this node's --curve-cert; never copy it elsewhere")
+    print(f"key fingerprint {key}")
+    return 0
 
 
 # ---------------------------------------------------------------------- main
@@ -546,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shutdown-timeout", type=_positive, default=10.0, metavar="S",
                      help="graceful shutdown limit before exiting 1 (default 10)")  # fmt: skip
     run.add_argument("--watch-parent", type=int, default=None, help=argparse.SUPPRESS)
+    _curve_options(run)
 
     cl = sub.add_parser("cluster", parents=[common, gossip], help="run MODULE:APP as N local node processes")
     cl.add_argument("app", metavar="MODULE:APP")
@@ -558,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
     cl.add_argument("--ready-timeout", type=_positive, default=30.0, metavar="S")
     cl.add_argument("--stop-timeout", type=_positive, default=10.0, metavar="S")
+    cl.add_argument("--curve", action="store_true", help="CURVE with throwaway keys (removed on exit)")
+    _curve_options(cl)
 
     demo = sub.add_parser("demo", parents=[common, gossip], help="a chat app on a local cluster with simulated users")
     demo.add_argument("--nodes", type=_bounded_int(1, MAX_NODES), default=3)
@@ -565,11 +683,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (0: Ctrl-C)")
     demo.add_argument("--interval", type=_positive, default=1.0, metavar="S", help="display refresh (default 1)")
     demo.add_argument("--seed", type=int, default=None, help="random seed of the simulated clients")
+    demo.add_argument("--no-curve", action="store_true", help="run the cluster transport without CURVE")
+
+    keygen = sub.add_parser("keygen", help="write a CURVE certificate pair NAME.key and NAME.key_secret")
+    keygen.add_argument("name", metavar="NAME", help="file name of the pair (e.g. the node's host name)")
+    keygen.add_argument("--dir", default=".", help="where to write it (default: the current directory)")
     return parser
+
+
+def _curve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--curve-cert", default=None, metavar="FILE", help="CURVE: this node's NAME.key_secret (superline-zmq keygen)"
+    )
+    parser.add_argument(
+        "--curve-allow",
+        default=None,
+        metavar="DIR",
+        help="CURVE: directory of the public certificates (*.key) of the nodes admitted; SIGHUP re-reads it",
+    )
 
 
 def _defaults(args: argparse.Namespace) -> None:
     """Resolve ``--timing`` and the flags overriding it into ``args.timing`` (UsageError if inconsistent)."""
+    if args.command == "keygen":
+        return
     spec = args.timing if args.timing is not None else ("local" if args.command in ("cluster", "demo") else "lan")
     try:
         preset = ClusterTiming.from_spec(spec)
@@ -595,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "keygen":
+        return _keygen(args)
     _setup_logging(getattr(args, "json", False), args.log_level)
     try:
         factory = loop_factory(args.loop)
