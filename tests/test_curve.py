@@ -362,3 +362,26 @@ async def test_reload_rereads_the_allow_directory(make_peer: MakePeer, tmp_path:
     assert change.added == {b.adapter.curve.fingerprint}  # type: ignore[union-attr]
     # b was refused on its reconnections; it forgets a, probes it again and is let back in
     await eventually(lambda: a.live() == {b.id} and b.live() == {a.id}, timeout=10)
+
+
+async def test_a_node_started_before_every_member_allows_it_joins_them_all_once_they_do(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]]
+) -> None:
+    # a rollout done in the wrong order: the new node starts when only its seed lists it
+    s = await make_peer(curve=config(keys, 0, [0, 1, 2]))
+    m = await make_peer(s.router, curve=config(keys, 1, [0, 1]))
+    await eventually(lambda: s.live() == {m.id} and m.live() == {s.id})
+    n = await make_peer(s.router, curve=config(keys, 2, [0, 1, 2]))
+    await eventually(lambda: s.live() == {m.id, n.id})
+    # m refuses n's connections; n is told so (libzmq never retries them by itself)
+    await eventually(lambda: n.stat("refused_by_peer") >= 1 and m.stat("auth_refused") >= 1)
+    await eventually(lambda: m.stat("peer_key_refused") >= 1)  # and m will not connect to n
+    assert n.id not in m.live()
+    await m.adapter.reload_allowed([keys[i][0] for i in (0, 1, 2)])
+    # m now connects to n; n, called by the member that refused it, reconnects to it
+    await eventually(lambda: m.live() == {s.id, n.id} and n.live() == {s.id, m.id})
+    await n.adapter.subscribe("r:z")
+    await m.adapter.subscribe("r:z")
+    m.adapter.publish("r:z", b"m to n")
+    n.adapter.publish("r:z", b"n to m")
+    await eventually(lambda: ("r:z", b"m to n") in n.channel and ("r:z", b"n to m") in m.channel)

@@ -127,8 +127,9 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 and refused, plus plain-ZMTP peers refused: a mechanism mismatch, or a peer hanging up
 during the handshake), ``handshake_failed`` (any other failed handshake: a wrong server
 key, garbage), ``peer_key_refused`` (members not connected to:
-key not allowed), ``allowed_keys``, ``allow_reloads``, ``listener_rebinds``; and the
-gossip state machine's own, prefixed ``gossip_``.
+key not allowed), ``refused_by_peer`` (a member refused our key), ``allowed_keys``,
+``allow_reloads``, ``listener_rebinds``; and the gossip state machine's own, prefixed
+``gossip_``.
 """
 
 from __future__ import annotations
@@ -370,6 +371,7 @@ class ZeroMQAdapter:
             "peer_key_refused": 0,
             "allow_reloads": 0,
             "listener_rebinds": 0,
+            "refused_by_peer": 0,
         }
         #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
         self.curve = curve
@@ -380,6 +382,8 @@ class ZeroMQAdapter:
         self._member_keys: dict[NodeId, str] = {}  # member -> the CURVE key we connected to it with
         self._key_at: dict[str, str] = {}  # ROUTER endpoint -> the key last seen there (probing seeds)
         self._refused_peers: dict[NodeId, Addr] = {}  # members not connected to: key not allowed
+        self._evicted: dict[NodeId, Addr] = {}  # members dropped for a removed key, while it stays removed
+        self._refused_by: dict[bytes, NodeId] = {}  # members that refused our key: reconnect when they call
         self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
         self._ctx: zmq.asyncio.Context = context if context is not None else zmq.asyncio.Context()
@@ -401,6 +405,9 @@ class ZeroMQAdapter:
             _check_advertisable(pub_ep)
             self._sub = self._socket(zmq.SUB)
             self._sub.setsockopt(zmq.SUBSCRIBE, GOSSIP_TOPIC)
+            if curve is not None:  # told when a member refuses us (see _on_refused_by)
+                monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                self._monitors.append((self._sub, monitor, "sub"))
             self._endpoints = {"pub": pub_ep, "router": router_ep}
             for seed in dict.fromkeys(seeds):
                 if seed == router_ep:
@@ -963,6 +970,7 @@ class ZeroMQAdapter:
 
     def _disconnect(self, node: NodeId) -> None:
         self._member_keys.pop(node, None)
+        self._refused_by.pop(node.encode(), None)  # any new connection to it is made afresh
         self._dealer_sync.pop(node, None)
         dealer = self._dealers.pop(node, None)
         if dealer is not None:
@@ -1034,6 +1042,9 @@ class ZeroMQAdapter:
             for node, key in list(self._member_keys.items()):
                 if key in gone:
                     evicted.append(node)
+                    addr = self._peer_addr(node)
+                    if addr is not None:
+                        self._evicted[node] = addr
                     self._disconnect(node)
                     if self._driver is not None:
                         self._driver.evict(node)
@@ -1046,6 +1057,11 @@ class ZeroMQAdapter:
                 key = addr.get("key", "")
                 if key.encode() in keys and node in members:
                     self._connect(node, addr)
+            for node, addr in list(self._evicted.items()):
+                if addr.get("key", "").encode() in keys and self._driver is not None:
+                    # trusted again: say hello, so it knows to reconnect and introduce itself
+                    del self._evicted[node]
+                    self._probe(addr, self._driver.hello())
         change = AllowChange(
             added=frozenset(fingerprint(k) for k in added),
             removed=frozenset(fingerprint(k) for k in removed),
@@ -1108,7 +1124,8 @@ class ZeroMQAdapter:
         )
 
     async def _monitor_loop(self, monitor: zmq.asyncio.Socket, what: str) -> None:
-        """Count and log the handshakes a listening socket failed (ZAP refusals are counted by ZAP)."""
+        """Count and log the handshakes a listening socket failed (ZAP refusals are counted by ZAP),
+        and, on the SUB, the members that refused our key."""
         while not monitor.closed:
             try:
                 event = parse_monitor_message(await monitor.recv_multipart())
@@ -1120,7 +1137,41 @@ class ZeroMQAdapter:
                 self._rlog.log(logging.ERROR, "monitor", "reading the %s monitor failed: %r", what, exc)
                 await asyncio.sleep(0.01)
                 continue
-            self._on_handshake_failed(int(event["event"]), int(event["value"]), what)
+            if what == "sub":
+                endpoint = event["endpoint"]
+                self._on_refused_by(endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint))
+            else:
+                self._on_handshake_failed(int(event["event"]), int(event["value"]), what)
+
+    def _on_refused_by(self, pub: str) -> None:
+        """A member's PUB refused our key. libzmq never retries a connection ZAP refused, so the
+        member's connections (this one and, refused by the same list, our DEALER to its ROUTER)
+        are dead until we make new ones: that happens as soon as the member calls us (it only
+        connects to nodes whose key it allows, so then it admits ours)."""
+        nodes = sorted(self._pub_refs.get(pub, ()))
+        self._stats["refused_by_peer"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "refused_by",
+            "%s at %s refused this node's key %s: it is not in that node's allow list (yet)",
+            ", ".join(nodes) or "a node",
+            pub,
+            self.curve.fingerprint if self.curve is not None else "?",
+        )
+        for node in nodes:
+            self._refused_by[node.encode()] = node
+
+    def _retry_refused(self, node: NodeId) -> None:
+        """``node`` called us after refusing our key: it admits us now, so connect to it afresh."""
+        addr = self._peer_addr(node)
+        if addr is not None and not self._closed:
+            log.info("node %s: %s admits this node now; reconnecting to it", self.node, node)
+            self._connect(node, addr)
+
+    def _peer_addr(self, node: NodeId) -> Addr | None:
+        driver = self._driver
+        m = driver.gossip.membership.get(node) if driver is not None else None
+        return dict(m.addr) if m is not None and m.addr is not None else None
 
     def _on_handshake_failed(self, event: int, value: int, what: str) -> None:
         endpoint = self._endpoints["router" if what == "router" else "pub"]
@@ -1226,6 +1277,10 @@ class ZeroMQAdapter:
             self._bad("router", "dropped a %d-frame direct message", len(frames) - 1)
             return
         _, kind, sender, target, payload = frames
+        if self._refused_by:
+            refused = self._refused_by.pop(sender, None)
+            if refused is not None:
+                self._retry_refused(refused)
         if kind == KIND_GOSSIP:
             if target and target != self._node_b:
                 self._misrouted(target)
