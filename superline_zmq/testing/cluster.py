@@ -428,8 +428,11 @@ class LocalCluster:
         return ev
 
     async def reload_all(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """:meth:`reload` every running node, all at once; their ``reloaded`` events by index."""
-        running = [n.index for n in self.nodes if n.running]
+        """:meth:`reload` every running CURVE node, all at once; their ``reloaded`` events in index order.
+
+        (A node without CURVE is left alone: it has nothing to reload, and SIGHUP would end it.)
+        """
+        running = [n.index for n in self.nodes if n.running and n.key]
         return list(await asyncio.gather(*(self.reload(k, timeout) for k in running)))
 
     # ------------------------------------------------------------------ waits
