@@ -281,7 +281,9 @@ async def test_a_raw_plain_subscriber_gets_nothing_from_a_curve_publisher(
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         sub.connect(a.adapter.endpoints["pub"])
-        await eventually(lambda: a.stat("auth_refused") >= 1)
+        # one attempt: libzmq reports it as a refusal, or (when the plain side hangs up first) as
+        # a broken-off handshake
+        await eventually(lambda: a.stat("auth_refused") + a.stat("handshake_failed") >= 1)
         a.adapter.publish("r:x", b"payload")
         assert await sub.poll(200) == 0  # a bounded wait for a negative, after the refusal was counted
         sub.close(linger=0)
@@ -385,3 +387,12 @@ async def test_a_node_started_before_every_member_allows_it_joins_them_all_once_
     m.adapter.publish("r:z", b"m to n")
     n.adapter.publish("r:z", b"n to m")
     await eventually(lambda: ("r:z", b"m to n") in n.channel and ("r:z", b"n to m") in m.channel)
+
+
+async def test_nodes_sharing_one_identity_find_each_other(make_peer: MakePeer, keys: list[tuple[bytes, bytes]]) -> None:
+    # superline-zmq cluster --curve-cert gives every node the same key pair: a seed's key is then our own
+    a = await make_peer(curve=config(keys, 0, [0]))
+    b = await make_peer(a.router, curve=config(keys, 0, [0]))
+    await eventually(lambda: a.live() == {b.id} and b.live() == {a.id})
+    assert a.adapter.send(b.id, b"same key")
+    await eventually(lambda: b.direct == [(a.id, b"same key")])

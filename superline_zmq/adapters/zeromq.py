@@ -36,10 +36,10 @@ after ``ttl``) so a half-open TCP connection to a vanished host is torn down by 
   queues a message from the moment of ``connect``, while ROUTER-to-ROUTER refuses
   (``EHOSTUNREACH``) until the handshake is done, which would lose the welcome and the
   pulls that immediately follow a hello. A send that would block (the member's queue is
-  at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus one
-  DEALER per seed (``SNDHWM`` 1; without CURVE), used only for hellos, and a short-lived
-  DEALER per probe of a forgotten peer, or of a seed with CURVE (it sends one hello and
-  closes, lingering one beat to deliver it).
+  at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus a
+  short-lived DEALER per probe of a seed or a forgotten peer (it sends one hello and
+  closes, lingering one beat to deliver it; a node with no live member probes its seeds
+  every beat).
 
 Wire format (frames):
 
@@ -109,7 +109,9 @@ counted there as ``handshake_failed``), and once the seed is met its own key is 
 A node whose key is not allowed, or that speaks plain ZMTP, is refused at the handshake:
 it never becomes a member, hears nothing and delivers nothing; each refusal is counted
 (``auth_refused``) and logged, rate-limited, with its key's fingerprint and its address
-(from the ZAP request; libzmq does not report the address of a plain-ZMTP peer).
+(from the ZAP request; libzmq does not report the address of a plain-ZMTP peer, and
+reports about one plain attempt in five only as a handshake broken off, which counts in
+``handshake_failed``: a CURVE peer giving up mid-handshake looks the same).
 :meth:`ZeroMQAdapter.reload_allowed` applies a new allow list without a restart; see
 it for how removed keys lose their existing connections. Without ``curve``, the node
 logs a warning at start: anyone who reaches its ports can join.
@@ -124,9 +126,9 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
 ``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
 ``members``; with CURVE: ``auth_admitted`` / ``auth_refused`` (handshakes ZAP admitted
-and refused, plus plain-ZMTP peers refused: a mechanism mismatch, or a peer hanging up
-during the handshake), ``handshake_failed`` (any other failed handshake: a wrong server
-key, garbage), ``peer_key_refused`` (members not connected to:
+and refused, plus plain-ZMTP peers refused), ``handshake_failed`` (any other failed
+handshake: a wrong server key, a peer hanging up mid-handshake, garbage),
+``peer_key_refused`` (members not connected to:
 key not allowed), ``refused_by_peer`` (a member refused our key), ``allowed_keys``,
 ``allow_reloads``, ``listener_rebinds``; and the gossip state machine's own, prefixed
 ``gossip_``.
@@ -339,7 +341,6 @@ class ZeroMQAdapter:
         self._peer_pub: dict[NodeId, str] = {}
         self._pub_refs: dict[str, set[NodeId]] = {}  # pub endpoint -> members reached there
         self._seeds: list[str] = []
-        self._seed_socks: dict[str, zmq.asyncio.Socket] = {}  # router endpoint -> DEALER for hellos
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._close_done = asyncio.Event()
@@ -412,13 +413,7 @@ class ZeroMQAdapter:
             for seed in dict.fromkeys(seeds):
                 if seed == router_ep:
                     continue  # ourselves: nothing to join through
-                self._seeds.append(seed)
-                if curve is not None:
-                    continue  # its key is not known yet: probed with short-lived sockets (_probe)
-                sock = self._socket(zmq.DEALER)
-                sock.setsockopt(zmq.SNDHWM, 1)  # at most one hello waits for a seed that is not up
-                sock.connect(seed)
-                self._seed_socks[seed] = sock
+                self._seeds.append(seed)  # said hello to with short-lived sockets (_probe)
         except BaseException:
             self._close_monitors()
             for sock in self._all:
@@ -841,18 +836,17 @@ class ZeroMQAdapter:
             self._rlog.log(logging.WARNING, "control", "dropped a %s: %s", what, _why(err))
 
     def _probe(self, addr: Addr, data: bytes) -> None:
-        """A hello to whatever listens at ``addr``'s ROUTER: a seed (its standing DEALER), or a
-        forgotten peer (a DEALER that sends once and closes, lingering a beat to deliver)."""
+        """A hello to whatever listens at ``addr``'s ROUTER (a seed, or a forgotten peer): a DEALER
+        that sends once and closes, lingering a beat to deliver (one per key to try, with CURVE).
+
+        A fresh socket each time, never a standing one: libzmq abandons for good a connection
+        whose handshake failed (a seed that was briefly something else, a CURVE node refusing
+        us), and a standing seed socket would then never say hello again."""
         endpoint = addr.get("router")
         if self._closed or not endpoint or endpoint == self._endpoints["router"]:
             return
         frames = [KIND_GOSSIP, self._node_b, b"", data]  # no target: whoever is there now answers
         self._stats["hellos"] += 1
-        seed = self._seed_socks.get(endpoint)
-        if seed is not None:
-            # Again: a hello is already waiting for this seed to come up; that one will do
-            self._try_send(seed, frames)
-            return
         for key in self._probe_keys(addr, endpoint):
             self._probe_once(endpoint, key, frames)
 
@@ -872,9 +866,12 @@ class ZeroMQAdapter:
         if known and known.encode() in self._allow.keys and driver is not None and driver.has_live_member():
             return [known]
         # A seed's key is not known before it answers: say hello with each allowed key (the
-        # wrong ones fail the handshake there, counted as handshake_failed, not refusals).
+        # wrong ones fail the handshake there, counted as handshake_failed, not refusals);
+        # our own key last, for nodes that share one identity (superline-zmq cluster --curve-cert)
         own = self.curve.public_key
         keys = sorted(k.decode() for k in self._allow.keys if k != own)
+        if own in self._allow.keys:
+            keys.append(own.decode())
         if known in keys:
             keys.remove(known)
             keys.insert(0, known)
@@ -1175,28 +1172,29 @@ class ZeroMQAdapter:
 
     def _on_handshake_failed(self, event: int, value: int, what: str) -> None:
         endpoint = self._endpoints["router" if what == "router" else "pub"]
-        plain = event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
-        if plain or event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            # A plain-ZMTP peer: when it notices the mismatch first and hangs up, libzmq reports
-            # only that the handshake broke off (no detail), so both count as refusals.
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
             self._stats["auth_refused"] += 1
             self._rlog.log(
                 logging.WARNING,
                 "auth_plain",
-                "refused a peer speaking plain ZMTP (no CURVE) on %s%s (key: none; its address is not reported)",
+                "refused a peer speaking plain ZMTP (no CURVE) on %s (key: none; its address is not reported)",
                 endpoint,
-                "" if plain else f" (it hung up during the handshake: {_errno_name(value)})",
             )
             return
         self._stats["handshake_failed"] += 1
-        self._rlog.log(
-            logging.INFO,
-            "handshake_failed",
-            "a CURVE handshake on %s failed (%s): a peer that does not hold this node's public key (a node "
-            "probing a seed tries every allowed key), or not ZeroMQ at all",
-            endpoint,
-            _protocol_error(value),
-        )
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # measured: about a fifth of plain-ZMTP peers notice the mismatch first and hang up,
+            # and a CURVE peer that gives up mid-handshake looks exactly the same
+            why = (
+                f"the peer hung up during the handshake ({_errno_name(value)}): a plain-ZMTP peer that noticed "
+                "first, or a node that gave up waiting"
+            )
+        else:
+            why = (
+                f"{_protocol_error(value)}: a peer that does not hold this node's public key (a node probing a "
+                "seed tries every allowed key), or not ZeroMQ at all"
+            )
+        self._rlog.log(logging.INFO, "handshake_failed", "a CURVE handshake on %s failed: %s", endpoint, why)
 
     # ------------------------------------------------------------------ receiving
     async def _recv_loop(self, sock: zmq.asyncio.Socket, handle: Callable[[list[bytes]], None], what: str) -> None:
