@@ -10,6 +10,9 @@ Processes, all on 127.0.0.1:
 - raw (same run): a hand-written relay of the same bytes, `cl_raw.py`: A' sends over a pyzmq DEALER ->
   ROUTER (targeted, requests) or XPUB -> SUB (room) hop to B', which writes them to the same kind of
   clients with bare `websockets` (`websockets.broadcast`, one connection or the room set).
+- curve (same run, with `--curve`): ours again on a second pair of nodes whose cluster transport runs
+  under CURVE (`LocalCluster(curve=True)`: throwaway keys, every socket authenticated and encrypted), so
+  the report gives what CURVE costs: curve/ours delivered/s and CPU per message on each scenario.
 
 Scenarios (each a fresh receiver process; raw and ours interleaved; `--repeat` runs each):
 
@@ -24,9 +27,10 @@ measured phase. The drop counters of both sides (`statistics()` and the adapter'
 read around every phase and printed.
 
 Targets: ours/raw delivered/s >= 0.5x on targeted emit and >= 0.7x on room fan-out, 0 lost, and >= 10 000
-server requests/s with 32 in flight. `--profile` cProfiles A and B during every phase of ours (figures
-inflated; use it to see where the time goes). A benchmark, not a test: exit 1 only if a run failed.
-Usage: python bench/cluster_delivery.py [--quick] [--repeat R] [--profile] [--json F]
+server requests/s with 32 in flight; with --curve, CURVE costs under 2x (curve/ours delivered/s > 0.5).
+`--profile` cProfiles A and B during every phase of ours (figures inflated; use it to see where the time
+goes). A benchmark, not a test: exit 1 only if a run failed.
+Usage: python bench/cluster_delivery.py [--quick] [--repeat R] [--curve] [--profile] [--json F]
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ RECEIVER = BENCH / "cl_receiver.py"
 DISTURBED = 15.0  # other CPU % above which a run counts as disturbed
 TARGETS = {"emit": 0.5, "room": 0.7}
 REQ_TARGET = 10_000.0
+CURVE_TARGET = 0.5  # curve/ours delivered/s: CURVE must cost under 2x
 # (scenario, phase) rows of the table, in order, with the label shown
 ROWS = [
     ("emit", "blast", "to_conn.emit blast"),
@@ -295,7 +300,7 @@ def print_report(records: list[dict[str, Any]], args: argparse.Namespace, names:
                 print(f"  {r['impl']} {r['scenario']}/{name}: sender {sd}, relay {rd}, {extra}")
     if not any_drop:
         print("  none")
-    for impl in ("ours", "raw"):
+    for impl in ("ours", "curve", "raw"):
         last = [r for r in records if r["impl"] == impl and "sender_stats" in r]
         if last:
             r = last[-1]
@@ -325,6 +330,19 @@ def print_report(records: list[dict[str, Any]], args: argparse.Namespace, names:
             parts.append(f"{label} {o['rate'] / w['rate']:.2f}x{cpu}")
     if parts:
         print("ours/raw (best undisturbed run of each): " + "; ".join(parts))
+    curve_parts = []
+    for scenario, phase, label in ROWS:
+        c, o = best(records, "curve", scenario, phase), best(records, "ours", scenario, phase)
+        if c and o and o.get("rate") and phase != "paced":
+            cpu = (
+                f", relay CPU/msg {c['relay_cpu_us'] / o['relay_cpu_us']:.2f}x, sender CPU/msg "
+                f"{c['sender_cpu_us'] / o['sender_cpu_us']:.2f}x"
+                if o.get("relay_cpu_us") and o.get("sender_cpu_us")
+                else ""
+            )
+            curve_parts.append(f"{label} {c['rate'] / o['rate']:.2f}x{cpu}")
+    if curve_parts:
+        print("curve/ours, what CURVE costs (best undisturbed run of each): " + "; ".join(curve_parts))
     verdicts = []
     for scenario, phase, what in (("emit", "blast", "targeted emit"), ("room", "burst", "room fan-out")):
         o, w = best(records, "ours", scenario, phase), best(records, "raw", scenario, phase)
@@ -341,6 +359,17 @@ def print_report(records: list[dict[str, Any]], args: argparse.Namespace, names:
             f"VERDICT {what}: ours/raw delivered/s {ratio:.2f}x (target >= {t}x) {'PASS' if ratio >= t else 'MISS'}; "
             f"relay CPU/msg ours/raw {cpu:.2f}x; p99 {o['p99_ms']:.1f} vs {w['p99_ms']:.1f} ms{note}{dist}"
         )
+    for scenario, phase, what in (("emit", "blast", "targeted emit"), ("room", "burst", "room fan-out")):
+        c, o = best(records, "curve", scenario, phase), best(records, "ours", scenario, phase)
+        if c is None or o is None or not o.get("rate"):
+            continue
+        ratio = c["rate"] / o["rate"]
+        dist = " [DISTURBED]" if c.get("disturbed") or o.get("disturbed") else ""
+        verdicts.append(
+            f"VERDICT CURVE cost, {what}: curve/ours delivered/s {ratio:.2f}x, i.e. {1 / ratio:.2f}x slower "
+            f"(target < 2x) {'PASS' if ratio > CURVE_TARGET else 'MISS'}; p99 {c['p99_ms']:.1f} vs "
+            f"{o['p99_ms']:.1f} ms{dist}"
+        )
     o, w = best(records, "ours", "req", "conc"), best(records, "raw", "req", "conc")
     if o:
         raw_txt = f"; raw {w['rate']:,.0f}/s, ours/raw {o['rate'] / w['rate']:.2f}x" if w and w.get("rate") else ""
@@ -354,16 +383,18 @@ def print_report(records: list[dict[str, Any]], args: argparse.Namespace, names:
     ours_lost = sum(
         max(0, ph.get("lost", 0)) + ph.get("dups", 0)
         for r in records
-        if r["impl"] == "ours"
+        if r["impl"] in ("ours", "curve")
         for ph in r.get("phases", {}).values()
     )
-    verdicts.append(f"VERDICT lost (ours, every phase): {ours_lost} (target 0) {'PASS' if ours_lost == 0 else 'MISS'}")
+    verdicts.append(
+        f"VERDICT lost (ours and curve, every phase): {ours_lost} (target 0) {'PASS' if ours_lost == 0 else 'MISS'}"
+    )
     if total_lost - ours_lost:
         verdicts.append(f"note: the raw baseline lost {total_lost - ours_lost}")
     for r in records:
         if "error" in r:
             verdicts.append(f"FAILED {r['impl']} {r['scenario']}: {r['error']}")
-    print(f"nodes: A = {names.get('A')}, B = {names.get('B')}")
+    print(", ".join(f"{k} = {v}" for k, v in names.items()))
     return verdicts
 
 
@@ -395,24 +426,39 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         ready_timeout=30.0,
         graceful_teardown=True,
     )
+    secure = LocalCluster(
+        "cl_app:app",
+        2,
+        heartbeat_interval=1.0,
+        ttl=5.0,
+        cwd=BENCH,
+        env=env,
+        ready_timeout=30.0,
+        graceful_teardown=True,
+        curve=True,
+    )
     raw_procs: list[subprocess.Popen[bytes]] = []
     records: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     try:
-        await cluster.start()
-        a, b = cluster.nodes
-        names = {"A": a.node_id, "B": b.node_id}
-        ends: dict[str, Any] = {
-            "ours": {
+        ends: dict[str, Any] = {}
+        for impl, nodes in (("ours", cluster), ("curve", secure)):
+            if impl not in args.impls and impl != "ours":
+                continue
+            await nodes.start()
+            a, b = nodes.nodes
+            tag = "" if impl == "ours" else " (CURVE)"
+            names.update({f"A{tag}": a.node_id, f"B{tag}": b.node_id})
+            ends[impl] = {
                 "data": b.url + "?role=user",
                 "control": a.url + "?role=admin",
                 "sender_pid": a.pid,
                 "relay_pid": b.pid,
-            },
-        }
+            }
+            print(f"- {impl}: A pid {a.pid}, B pid {b.pid}", file=sys.stderr)
         if "raw" in args.impls:
             ends["raw"] = start_raw(raw_procs)
-        print(f"- ours: A pid {a.pid}, B pid {b.pid}; raw: {[p.pid for p in raw_procs]}", file=sys.stderr)
+            print(f"- raw: {[p.pid for p in raw_procs]}", file=sys.stderr)
         for scenario in args.scenarios:
             for k in range(args.repeat):
                 order = args.impls if k % 2 == 0 else args.impls[::-1]
@@ -424,6 +470,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for p in raw_procs:
             stop_process(p)
         await cluster.close(graceful=True, timeout=10.0)
+        await secure.close(graceful=True, timeout=10.0)
     verdicts = print_report(records, args, names)
     print()
     for v in verdicts:
@@ -439,7 +486,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run with small counts (< 20 s)")
     p.add_argument("--scenarios", default="emit,room,req", help="comma-separated subset of emit,room,req")
-    p.add_argument("--impls", default="raw,ours", help="comma-separated subset of raw,ours")
+    p.add_argument("--impls", default="raw,ours", help="comma-separated subset of raw,ours,curve")
+    p.add_argument("--curve", action="store_true", help="also run ours with CURVE on (adds curve to --impls)")
     p.add_argument("--repeat", type=int, default=2, help="runs per (scenario, impl); the best undisturbed counts")
     p.add_argument("--emit-count", type=int, default=20_000, help="targeted emits back to back")
     p.add_argument("--emit-warmup", type=int, default=2000)
@@ -471,7 +519,12 @@ def main() -> int:
         args.quiet_wait, args.idle, args.repeat = 0.3, 1.0, 1
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.impls = [s for s in args.impls.split(",") if s]
-    if set(args.scenarios) - {"emit", "room", "req"} or set(args.impls) - {"raw", "ours"} or not args.impls:
+    if args.curve and "curve" not in args.impls:
+        args.impls.append("curve")
+    if "curve" in args.impls and "ours" not in args.impls:
+        args.impls.insert(0, "ours")  # the cost of CURVE is measured against ours without it
+    impls = {"raw", "ours", "curve"}
+    if set(args.scenarios) - {"emit", "room", "req"} or set(args.impls) - impls or not args.impls:
         p.error("bad --scenarios or --impls")
     args.repeat = max(1, min(args.repeat, 5))
     for name in ("emit_count", "room_count", "req_count", "req_seq", "paced_count"):

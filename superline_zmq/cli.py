@@ -4,8 +4,11 @@ Commands::
 
     superline-zmq run MODULE:APP [--adapter zeromq|redis] [--ws HOST:PORT] [--bind ENDPOINT] [--seed ENDPOINT ...]
                                  [--metrics HOST:PORT] [--json] [--config FILE]
+                                 [--curve-cert NAME.key_secret --curve-allow DIR]
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
-    superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0]
+                      [--curve | --curve-cert NAME.key_secret --curve-allow DIR]
+    superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0] [--no-curve]
+    superline-zmq keygen NAME [--dir DIR]
     superline-zmq --version
 
 **Configuration.** Every option is also read from an environment variable
@@ -45,6 +48,15 @@ to ``--drain`` seconds (10; sooner once none is left), then connections close wi
 the node leaves the cluster (peers learn at once) and exits 0. A close that takes longer
 than ``--shutdown-timeout`` after the drain exits 1, and a second signal exits 1 at once.
 
+CURVE (docs/security.md). ``--curve-cert`` (this node's ``NAME.key_secret``) and
+``--curve-allow`` (a directory of ``*.key`` public certificates) make every cluster
+socket authenticate and encrypt; the ``ready`` line then has ``"key"`` (this node's key
+fingerprint). SIGHUP re-reads the allow directory without a restart and prints
+``{"event": "reloaded", "added": [...], "removed": [...], "evicted": [...], "allowed": N}``
+(or ``reload_failed`` with the ``error``; the old list stays in force). ``keygen`` writes
+a pyzmq-compatible certificate pair; ``cluster --curve`` and ``demo`` run on throwaway
+keys in a temporary directory, removed when they stop.
+
 Exit codes: 0 clean stop, 1 runtime failure, 2 bad usage or an APP that is not a server.
 """
 
@@ -74,6 +86,8 @@ from superline_zmq.server import SocketServer
 from superline_zmq.timing import PRESETS, ClusterTiming
 
 if TYPE_CHECKING:
+    from superline_zmq.adapters.zeromq import ZeroMQAdapter
+    from superline_zmq.curve import CurveConfig
     from superline_zmq.ops_http import OpsServer
     from superline_zmq.testing.cluster import LocalCluster
 
@@ -344,22 +358,36 @@ class NodeSetup:
 async def _zeromq_node(args: argparse.Namespace, out: Output) -> NodeSetup:
     from superline_zmq.adapters.zeromq import zeromq_adapter
 
+    curve = _curve_config(args)
     try:
         adapter = await zeromq_adapter(
-            bind=args.bind, seeds=list(args.seed), pub_bind=args.pub_bind, timing=args.timing
+            bind=args.bind, seeds=list(args.seed), pub_bind=args.pub_bind, timing=args.timing, curve=curve
         )
     except ValueError as exc:  # bad endpoints or timings
         raise UsageError(str(exc)) from None
     except Exception as exc:  # zmq.ZMQError: an endpoint cannot be bound
         raise RuntimeFailure(f"could not start the ZeroMQ adapter on {args.bind}: {exc}") from None
     endpoints = dict(adapter.endpoints)
+    ready: dict[str, Any] = {"pub": endpoints.get("pub"), "router": endpoints.get("router")}
+    if curve is not None:
+        ready["key"] = curve.fingerprint
     if not args.json:
         log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
-    return NodeSetup(
-        adapter,
-        {"pub": endpoints.get("pub"), "router": endpoints.get("router")},
-        lambda stopper: _watch_members(adapter, out, stopper, args.watch_parent),
-    )
+    # installed before anything can be reloaded: a SIGHUP must never kill a CURVE node
+    reload = _install_reload() if curve is not None else None
+
+    async def watch(stopper: Stopper) -> None:
+        tasks = [_watch_members(adapter, out, stopper, args.watch_parent)]
+        if reload is not None:
+            tasks.append(_watch_reloads(adapter, out, reload))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if reload is not None:
+                with contextlib.suppress(Exception):
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    return NodeSetup(adapter, ready, watch)
 
 
 async def _redis_node(args: argparse.Namespace, out: Output) -> NodeSetup:
@@ -421,6 +449,51 @@ async def _run(args: argparse.Namespace) -> int:
         health=args.health,
         drain=args.drain,
     )
+
+
+def _curve_config(args: argparse.Namespace) -> CurveConfig | None:
+    """``--curve-cert`` and ``--curve-allow`` as a :class:`~superline_zmq.curve.CurveConfig` (both or neither)."""
+    cert, allow = getattr(args, "curve_cert", None), getattr(args, "curve_allow", None)
+    if cert is None and allow is None:
+        return None
+    if cert is None or allow is None:
+        raise UsageError("--curve-cert and --curve-allow go together (this node's NAME.key_secret and a directory)")
+    from superline_zmq.curve import CurveConfig
+
+    try:
+        return CurveConfig.from_files(cert, allow)
+    except ValueError as exc:  # CurveKeyError
+        raise UsageError(str(exc)) from None
+
+
+def _install_reload() -> asyncio.Event:
+    """SIGHUP sets the returned event (the watcher reloads the allow list)."""
+    event = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # pragma: no cover - Windows / not main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, event.set)
+    return event
+
+
+async def _watch_reloads(adapter: ZeroMQAdapter, out: Output, reload: asyncio.Event) -> None:
+    """On every SIGHUP, re-read the allow directory; a failure is reported and the old list stays."""
+    while True:
+        await reload.wait()
+        reload.clear()
+        try:
+            change = await adapter.reload_allowed()
+        except Exception as exc:  # an unreadable directory or key: keep serving with the old list
+            log.error("SIGHUP: could not reload the CURVE allow list (the old one stays in force): %s", exc)
+            out.event("reload_failed", f"reload failed: {exc}", error=str(exc))
+            continue
+        out.event(
+            "reloaded",
+            f"allow list reloaded: {change.allowed} key(s) allowed, added {sorted(change.added) or 'none'}, "
+            f"removed {sorted(change.removed) or 'none'}, evicted {list(change.evicted) or 'none'}",
+            added=sorted(change.added),
+            removed=sorted(change.removed),
+            evicted=list(change.evicted),
+            allowed=change.allowed,
+        )
 
 
 async def serve_node(
@@ -595,6 +668,11 @@ async def _cluster(args: argparse.Namespace) -> int:
     try:
         _check_host(args.host, args.allow_remote)
         load_target(args.app)  # fail fast, with the import error, before starting anything
+        if args.curve and (args.curve_cert or args.curve_allow):
+            raise UsageError("--curve makes throwaway keys: do not combine it with --curve-cert/--curve-allow")
+        curve_args: list[str] = []
+        if _curve_config(args) is not None:  # checked here, used by every node
+            curve_args = ["--curve-cert", args.curve_cert, "--curve-allow", args.curve_allow]
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -609,9 +687,11 @@ async def _cluster(args: argparse.Namespace) -> int:
         ws_port=args.ws_port,
         allow_remote=args.allow_remote,
         extra_args=[
+            *curve_args,
             *(["--log-level", args.log_level] if args.log_level else []),
             *(["--log-format", args.log_format] if args.log_format != "text" else []),
         ],
+        curve=args.curve,
     )
     stopper = Stopper()
     stopper.on_force.append(_kill_children(cluster))
@@ -633,8 +713,15 @@ async def _cluster(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: {exc}", file=sys.stderr)
             stop_wait.cancel()
             return 1
-        rows = [[str(n.index), n.node_id, n.url, n.endpoints.get("router", ""), str(n.pid)] for n in cluster.nodes]
-        print(_table(rows, ["node", "node_id", "ws", "router", "pid"]), flush=True)
+        rows = [
+            [str(n.index), n.node_id, n.url, n.endpoints.get("router", ""), n.key or "-", str(n.pid)]
+            for n in cluster.nodes
+        ]
+        print(_table(rows, ["node", "node_id", "ws", "router", "key", "pid"]), flush=True)
+        if cluster.keys is not None:
+            print(f"CURVE on: throwaway keys in {cluster.keys.root} (removed on exit)", flush=True)
+        elif curve_args:
+            print(f"CURVE on: every node uses {args.curve_cert}, allowing {args.curve_allow}", flush=True)
         print(f"{args.nodes} node(s) ready and converged; Ctrl-C to stop", flush=True)
         watch = asyncio.create_task(_watch_children(cluster))
         await stop_wait
@@ -680,7 +767,28 @@ async def _demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         stop=stopper.event,
         on_force=stopper.on_force,
+        curve=not args.no_curve,
     )
+
+
+# ---------------------------------------------------------------------- keygen
+def _keygen(args: argparse.Namespace) -> int:
+    """Write ``NAME.key`` and ``NAME.key_secret`` (pyzmq's format) into ``--dir``."""
+    from superline_zmq.curve import CurveConfig, write_certificate
+
+    try:
+        public, secret = write_certificate(args.name, args.dir)
+    except (ValueError, FileExistsError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, FileExistsError) else 2
+    except OSError as exc:
+        print(f"{PROG}: error: cannot write into {args.dir}: {exc}", file=sys.stderr)
+        return 1
+    key = CurveConfig.from_files(secret, public.parent).fingerprint
+    print(f"{public}\tpublic: copy it into the allow directory of every node that admits this one")
+    print(f"{secret}\tsecret (mode 0600): this node's --curve-cert; never copy it elsewhere")
+    print(f"key fingerprint {key}")
+    return 0
 
 
 # ---------------------------------------------------------------------- main
@@ -767,6 +875,7 @@ def build_parser(prog: str = PROG) -> config.LayeredParser:
     run.add_argument("--shutdown-timeout", type=_positive, default=10.0, metavar="S",
                      help="limit of the close after the drain, before exiting 1 (default 10)")  # fmt: skip
     run.add_argument("--watch-parent", type=int, default=None, layered=False, help=argparse.SUPPRESS)
+    _curve_options(run)
 
     cl = sub.add_parser("cluster", parents=[common, gossip], help="run MODULE:APP as N local node processes",
                         epilog=epilog)  # fmt: skip
@@ -781,6 +890,8 @@ def build_parser(prog: str = PROG) -> config.LayeredParser:
                     help="allow a non-loopback --host")  # fmt: skip
     cl.add_argument("--ready-timeout", type=_positive, default=30.0, metavar="S")
     cl.add_argument("--stop-timeout", type=_positive, default=10.0, metavar="S")
+    cl.add_argument("--curve", action="store_true", help="CURVE with throwaway keys (removed on exit)")
+    _curve_options(cl)
 
     demo = sub.add_parser("demo", parents=[common, gossip], help="a chat app on a local cluster with simulated users",
                           epilog=epilog)  # fmt: skip
@@ -790,13 +901,32 @@ def build_parser(prog: str = PROG) -> config.LayeredParser:
     demo.add_argument("--interval", type=_positive, default=1.0, metavar="S", help="display refresh (default 1)")
     demo.add_argument("--seed", type=int, default=None, env="SUPERLINE_DEMO_SEED",
                       help="random seed of the simulated clients")  # fmt: skip
+    demo.add_argument("--no-curve", action="store_true", help="run the cluster transport without CURVE")
+
+    keygen = sub.add_parser("keygen", help="write a CURVE certificate pair NAME.key and NAME.key_secret")
+    keygen.add_argument("name", metavar="NAME", help="file name of the pair (e.g. the node's host name)")
+    keygen.add_argument("--dir", default=".", help="where to write it (default: the current directory)")
     return parser
+
+
+def _curve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--curve-cert", default=None, metavar="FILE", help="CURVE: this node's NAME.key_secret (superline-zmq keygen)"
+    )
+    parser.add_argument(
+        "--curve-allow",
+        default=None,
+        metavar="DIR",
+        help="CURVE: directory of the public certificates (*.key) of the nodes admitted; SIGHUP re-reads it",
+    )
 
 
 def _defaults(args: argparse.Namespace, sources: Mapping[str, str] | None = None) -> None:
     """Check the options together and resolve ``--timing`` and the flags overriding it into
     ``args.timing`` (UsageError if inconsistent); ``sources`` says which were set (not defaults)."""
     sources = sources or {}
+    if args.command == "keygen":
+        return
     if args.command in ("run", "cluster") and not args.app:
         raise UsageError("MODULE:APP is required (as an argument, $SUPERLINE_APP or the config file's app key)")
     if args.command == "run":
@@ -852,6 +982,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = PROG) -> int:
     except UsageError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
+    if args.command == "keygen":
+        return _keygen(args)
     _setup_logging(getattr(args, "json", False), args.log_level, args.log_format)
     try:
         factory = loop_factory(args.loop)

@@ -82,7 +82,8 @@ class ConnCore:
     def on_close(self, code: int | None) -> None:
         """The transport says the connection is gone: clean up everything it held."""
         core = self._core
-        core.conns.pop(self.id, None)
+        if core.conns.pop(self.id, None) is not None:
+            core.limits.closed(self.link.peer)
         for entry in self.session.closed(code):
             core.settle(
                 entry, None, SocketError(ErrorCode.DISCONNECTED, f"connection {self.id} closed before answering")

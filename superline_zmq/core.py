@@ -23,6 +23,7 @@ from superline_zmq.delivery import Delivery
 from superline_zmq.dispatch import Dispatcher, Middleware
 from superline_zmq.errors import ErrorCode, SocketError
 from superline_zmq.ids import ConnId, NodeId
+from superline_zmq.limits import ConnectionLimits
 from superline_zmq.metrics import LatencyHistogram, RequestOutcomes
 from superline_zmq.requests import Pending, PendingTable
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerStats
@@ -49,6 +50,7 @@ class Core:
         middleware: tuple[Middleware, ...],
         authorize_subscribe: Callable[[str, Any, Conn], Any] | None,
         validate_outgoing: bool,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.contract = contract
         self.node_id = node_id
@@ -78,6 +80,8 @@ class Core:
         self.table: PendingTable[Any] = PendingTable()
         #: This node's open connections.
         self.conns: dict[ConnId, ConnCore] = {}
+        #: The connection caps; every open connection is counted in, and out on close.
+        self.limits = limits if limits is not None else ConnectionLimits()
         #: Per role, its requests' routes; updated in place so sessions see later ``implement`` calls.
         self.routes: dict[str, dict[str, Route]] = {role: {} for role in contract.roles}
         self.delivery = Delivery(backpressure, stats=self.stats, tasks=self.tasks)

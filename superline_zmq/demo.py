@@ -281,12 +281,14 @@ def render(
     index = {n.node_id: n for n in cluster.nodes}
     when = f"stops in {max(0.0, duration - elapsed):.0f} s" if duration else "Ctrl-C to stop"
     alive = sum(1 for n in overview.topology if n.alive) if overview else 0
+    transport = "CURVE (throwaway keys)" if cluster.keys is not None else "plain ZMTP (no CURVE)"
     lines = [
         f"superline-zmq demo  t={elapsed:5.1f} s  nodes alive {alive}/{len(cluster.nodes)}  "
         f"simulated clients {clients}  ({when})",
+        f"cluster transport: {transport}",
         "",
     ]
-    header = ["node", "node_id", "alive", "conns", "rooms", "ws"]
+    header = ["node", "node_id", "alive", "conns", "rooms", "ws", "key"]
     rows: list[list[str]] = []
     if overview is not None:
         for info in sorted(overview.topology, key=lambda t: index[t.node_id].index if t.node_id in index else 99):
@@ -299,6 +301,7 @@ def render(
                     str(info.connections),
                     ",".join(info.rooms) or "-",
                     node.url if node else "",
+                    (node.key or "-") if node else "",
                 ]
             )
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
@@ -367,6 +370,7 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     on_force: list[Callable[[], None]] | None = None,
     out: TextIO | None = None,
+    curve: bool = True,
 ) -> int:
     """Run the demo; returns the exit code (0 when it ran and stopped cleanly).
 
@@ -374,6 +378,7 @@ async def run_demo(
     ``heartbeat_interval``/``ttl`` override it). ``stop``: set it to end the demo (the
     CLI sets it on SIGINT/SIGTERM). ``on_force``:
     the driver appends a hook that SIGKILLs the cluster's processes (for a forced exit).
+    ``curve``: the nodes talk over CURVE with throwaway keys (removed at the end).
     """
     from superline_zmq.testing.cluster import ClusterError, LocalCluster
 
@@ -389,6 +394,7 @@ async def run_demo(
         ttl=ttl,
         ready_timeout=30.0,
         graceful_teardown=True,
+        curve=curve,
     )
     if on_force is not None:
 

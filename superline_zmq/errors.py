@@ -4,9 +4,10 @@
 
     SuperlineError                 base of everything this library raises
     ├── SocketError                an error with a wire code; crosses the wire as `err`/`serr`
-    └── ContractError (ValueError) a malformed contract or implementation, raised at definition time
+    ├── ContractError (ValueError) a malformed contract or implementation, raised at definition time
+    └── CurveKeyError (ValueError) a malformed CURVE key, key pair, certificate or allow directory
 
-Third-party exceptions (msgspec, websockets) are translated at the boundary that meets
+Third-party exceptions (msgspec, websockets, zmq) are translated at the boundary that meets
 them, with ``__cause__`` kept.
 """
 
@@ -55,3 +56,7 @@ class SocketError(SuperlineError):
 
 class ContractError(SuperlineError, ValueError):
     """A contract or an implementation does not make sense; names the entry at fault."""
+
+
+class CurveKeyError(SuperlineError, ValueError):
+    """A CURVE key, key pair, certificate file or allow directory that cannot be used; says which and why."""

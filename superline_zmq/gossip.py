@@ -273,6 +273,7 @@ class Gossip:
             "stalls": 0,
             "syncs": 0,
             "probes": 0,
+            "evicted": 0,
         }
 
     @property
@@ -342,6 +343,20 @@ class Gossip:
     def leave(self) -> list[Action]:
         """Leaving gracefully: tell everyone, so they drop this node at once."""
         return [Broadcast(encode(Leave(self.node)))]
+
+    def evict(self, node: NodeId) -> list[Action]:
+        """This node stops trusting ``node`` (its key was revoked): drop it now, as its leave would.
+
+        It is tombstoned LEFT (its slice dropped, out of routing and every query at once,
+        disconnected); its late messages and hearsay about it cannot bring it back, only
+        its own hello, which the transport lets through again only once it is trusted.
+        Nothing is sent: the others decide for themselves.
+        """
+        if node == self.node:
+            return []
+        self.stats["evicted"] += 1
+        connected = self.membership.left(node, self._clock())
+        return self._forget_slice(node, connected)
 
     # ------------------------------------------------------------------ inbound
     def receive(self, data: bytes) -> list[Action]:

@@ -227,6 +227,10 @@ class GossipDriver:
                 self._stats["link_errors"] += 1
                 self._rlog.log(logging.ERROR, "link", "failed to carry out %r: %r", action, exc)
 
+    def evict(self, node: NodeId) -> None:
+        """Drop ``node`` at once, as if it had left (:meth:`Gossip.evict`): its key was revoked."""
+        self.execute(self.gossip.evict(node))
+
     def _bad(self, exc: Exception) -> None:
         self._stats["bad_gossip"] += 1
         self._rlog.log(logging.WARNING, "bad_gossip", "dropped a gossip message: %s", exc)

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import ssl as ssl_module
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
@@ -51,6 +51,7 @@ from superline_zmq.health import HealthPaths
 from superline_zmq.health import answer as health_answer
 from superline_zmq.health import health_paths as resolve_health_paths
 from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
+from superline_zmq.limits import OVER_TOTAL, ConnectionLimits, OriginPolicy
 from superline_zmq.logs import RateLimitedLog
 from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
 from superline_zmq.routing import BusListener, BusMeta, Listener, Router
@@ -111,11 +112,18 @@ class SocketServer:
         identify: Callable[[Conn], Any] | None = None,
         describe_conn: Callable[[Conn], Mapping[str, Any]] | None = None,
         health_paths: HealthPaths | bool = False,
+        origins: Iterable[str] | None = None,
+        max_connections: int | None = None,
+        max_connections_per_ip: int | None = None,
     ) -> None:
         self.contract = contract
         #: Answer ``/healthz`` and ``/readyz`` on the WebSocket port (None: off, the default;
         #: ``superline-zmq run`` turns it on). See :mod:`superline_zmq.health`.
         self.health_paths: HealthPaths | None = resolve_health_paths(health_paths)
+        #: Browser origins allowed to connect (``origins=``; None: any); see :mod:`superline_zmq.limits`.
+        self.origins = OriginPolicy(origins)
+        #: ``max_connections`` and ``max_connections_per_ip`` (None: no cap).
+        self.limits = ConnectionLimits(max_connections, max_connections_per_ip)
         self.node_id: NodeId = node_id or new_node_id()
         self.max_message_size = max_message_size
         self.serializer = wire.get_serializer(serializer)
@@ -135,6 +143,7 @@ class SocketServer:
             middleware=tuple(use),
             authorize_subscribe=authorize_subscribe,
             validate_outgoing=validate_outgoing,
+            limits=self.limits,
         )
         self._reporter.tasks = core.tasks
         core.on_connection = on_connection
@@ -406,11 +415,10 @@ class SocketServer:
 
     # ------------------------------------------------------------------ the transport's gateway
     async def decide(self, handshake: Handshake) -> Decision:
-        """Accept or refuse an upgrade: health paths, the path, shutdown, then ``authenticate`` and the role (401).
-
-        With ``health_paths`` on, ``/healthz`` and ``/readyz`` are answered first, without
-        authentication and without a log line (see :mod:`superline_zmq.health`).
-        """
+        """Accept or refuse an upgrade, before it happens and in this order: the health paths
+        (answered without authentication and without a log line, see :mod:`superline_zmq.health`),
+        the path (404), shutdown (503), the ``Origin`` (403), the connection caps (503), then
+        ``authenticate`` and the role (401). All but the last run no application code and cost O(1)."""
         paths = self.health_paths
         if paths is not None and handshake.path in paths:
             health = health_answer(paths, handshake.path, self.readiness)
@@ -420,6 +428,21 @@ class SocketServer:
             return Refuse(HTTPStatus.NOT_FOUND, "Not Found\n")
         if self._closing:
             return Refuse(HTTPStatus.SERVICE_UNAVAILABLE, "Shutting down\n")
+        origin = handshake.headers.get("origin")
+        if not self.origins.allows(origin):
+            self._core.stats.connections_refused_origin += 1
+            self._rlog.log(
+                logging.WARNING,
+                "origin",
+                "refused an upgrade from %s: origin %.200r is not allowed",
+                handshake.peer,
+                origin,
+            )
+            return Refuse(HTTPStatus.FORBIDDEN, "Forbidden: origin not allowed\n")
+        over = self.limits.check(handshake.peer, len(self._core.conns))
+        if over is not None:
+            self._over_limit(over, handshake.peer)
+            return Refuse(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
         try:
             return Accept(await self._run_authenticate(handshake))
         except Exception as exc:
@@ -444,10 +467,31 @@ class SocketServer:
             raise SocketError(ErrorCode.UNAUTHORIZED, f"role {claimed!r} was claimed but {role!r} granted")
         return role, ctx
 
+    def _over_limit(self, over: str, peer: str) -> None:
+        stats = self._core.stats
+        if over == OVER_TOTAL:
+            stats.connections_refused_limit += 1
+            cap = self.limits.max_connections
+        else:
+            stats.connections_refused_ip_limit += 1
+            cap = self.limits.max_connections_per_ip
+        self._rlog.log(logging.WARNING, over, "refused a connection from %s: %s (%s) reached", peer, over, cap)
+
     def open(self, link: Connection, grant: Any) -> None:
-        """A connection ``decide`` accepted is open: greet it, then run ``on_connection`` before reading."""
+        """A connection ``decide`` accepted is open: greet it, then run ``on_connection`` before reading.
+
+        Upgrades decided at the same moment may together overshoot a connection cap; the
+        one that would is closed at once with 1013 (try again later) and counted like a 503.
+        """
         role, ctx = grant
         core = self._core
+        over = self.limits.check(link.peer, len(core.conns))
+        if over is not None:
+            self._over_limit(over, link.peer)
+            link.start(_Unread())  # read it, so its end is seen
+            core.tasks.spawn(link.close(1013, "Too many connections"))
+            return
+        self.limits.opened(link.peer)
         session = ServerSession(
             role=role,
             surface=self.contract.surface(role),
@@ -690,6 +734,16 @@ def _outcomes(handled: dict[str, int], not_found: int) -> dict[str, int]:
     if not_found:
         handled[ErrorCode.NOT_FOUND] = handled.get(ErrorCode.NOT_FOUND, 0) + not_found
     return handled
+
+
+class _Unread:
+    """The handler of a connection closed as soon as it opened: frames are ignored."""
+
+    def on_message(self, data: bytes | str, /) -> None:
+        pass
+
+    def on_close(self, code: int | None, /) -> None:
+        pass
 
 
 def _heartbeat(spec: Heartbeat | Mapping[str, Any] | bool) -> Heartbeat | None:

@@ -76,7 +76,14 @@ class ServerStats:
     """Counters of a server; read them with ``SocketServer.statistics()``."""
 
     connections_accepted: int = 0
+    #: Upgrades ``authenticate`` refused (401).
     connections_rejected: int = 0
+    #: Upgrades refused for an ``Origin`` not in ``origins`` (403).
+    connections_refused_origin: int = 0
+    #: Connections refused over ``max_connections`` (503; or closed 1013 right after a racing upgrade).
+    connections_refused_limit: int = 0
+    #: Connections refused over ``max_connections_per_ip`` (the same way).
+    connections_refused_ip_limit: int = 0
     frames_in: int = 0
     #: Frames written to connections (pings included) and their bytes.
     frames_out: int = 0

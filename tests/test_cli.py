@@ -208,6 +208,65 @@ def test_a_node_is_scraped_over_http_and_ready_once_it_joined(tmp_path: Path) ->
             lines = [json.loads(x) for x in err.decode().splitlines() if x.strip()]  # --log-format json
             assert lines and all({"time", "level", "logger", "message"} <= set(x) for x in lines)
 
+
+# ---------------------------------------------------------------------- CURVE
+def test_keygen_writes_a_pyzmq_pair_and_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from superline_zmq.curve import CurveConfig
+
+    assert main(["keygen", "node-a", "--dir", str(tmp_path / "keys")]) == 0
+    out = capsys.readouterr().out
+    config = CurveConfig.from_files(tmp_path / "keys" / "node-a.key_secret", tmp_path / "keys")
+    assert f"key fingerprint {config.fingerprint}" in out
+    assert (tmp_path / "keys" / "node-a.key_secret").stat().st_mode & 0o077 == 0
+    assert main(["keygen", "node-a", "--dir", str(tmp_path / "keys")]) == 1
+    assert main(["keygen", "../escape", "--dir", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_curve_options_are_checked_before_anything_starts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keygen", "n", "--dir", str(tmp_path)]) == 0
+    cert = str(tmp_path / "n.key_secret")
+    assert main(["run", "presence_app:app", "--loop", "asyncio", "--curve-cert", cert]) == 2
+    assert main(["run", "presence_app:app", "--loop", "asyncio", "--curve-cert", str(tmp_path / "n.key"),
+                 "--curve-allow", str(tmp_path)]) == 2  # fmt: skip
+    assert main(["run", "presence_app:app", "--loop", "asyncio", "--curve-cert", cert,
+                 "--curve-allow", str(tmp_path / "nowhere")]) == 2  # fmt: skip
+    assert main(["cluster", "presence_app:app", "--loop", "asyncio", "--curve", "--curve-cert", cert,
+                 "--curve-allow", str(tmp_path)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "go together" in err and "holds no secret key" in err and "does not exist" in err, err
+    assert "do not combine" in err, err
+
+
+def test_run_with_curve_reloads_its_allow_list_on_sighup(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        assert main(["keygen", "n", "--dir", str(tmp_path / "certs")]) == 0
+        assert main(["keygen", "other", "--dir", str(tmp_path / "certs")]) == 0
+        allow = tmp_path / "allow"
+        allow.mkdir()
+        args = ("run", "presence_app:app", "--json", "--curve-cert", str(tmp_path / "certs" / "n.key_secret"),
+                "--curve-allow", str(allow))  # fmt: skip
+        async with _spawn(*args) as proc:
+            ready = json.loads(await _line(proc, 20))
+            assert ready["event"] == "ready" and len(ready["key"]) == 8
+            (allow / "other.key").write_bytes((tmp_path / "certs" / "other.key").read_bytes())
+            proc.send_signal(signal.SIGHUP)
+            reloaded = json.loads(await _line(proc, 10))
+            assert reloaded["event"] == "reloaded" and reloaded["allowed"] == 1 and len(reloaded["added"]) == 1
+            (allow / "broken.key").write_text("no key in here\n")
+            proc.send_signal(signal.SIGHUP)
+            failed = json.loads(await _line(proc, 10))
+            assert failed["event"] == "reload_failed" and "broken.key" in failed["error"]
+            client = await connect(api, ready["ws"], role="admin", open_timeout=5)  # still serving
+            try:
+                stats = await client.call("stats", timeout=5)
+                assert stats["adapter_allowed_keys"] == 1 and stats["adapter_allow_reloads"] == 1
+            finally:
+                await client.close()
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 15)
+            assert proc.returncode == 0, err.decode()
+
     asyncio.run(scenario())
 
 
@@ -253,6 +312,7 @@ def test_demo_runs_for_its_duration_and_exits_0() -> None:
     assert frames, out
     last = frames[-1]
     assert "nodes alive 3/3" in last, last
+    assert "cluster transport: CURVE" in last, last
     assert len(re.findall(r"^\d+\s+[0-9a-f]{16}\s+yes\s", last, re.M)) == 3, last
     assert "demo finished: 3 nodes" in out, out
     assert re.search(r"^node 2 drained and left in [\d.]+ s \(exit code 0\)", out, re.M), out

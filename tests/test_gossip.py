@@ -249,6 +249,7 @@ def test_own_echoed_messages_are_ignored() -> None:
         "stalls": 0,
         "syncs": 0,
         "probes": 0,
+        "evicted": 0,
     }
 
 
@@ -561,6 +562,27 @@ def test_a_graceful_leave_drops_the_node_at_once_and_for_good() -> None:
     assert B not in c.peers
     assert_converged(net)
     assert not [x for x in net.did("A", since=since) if isinstance(x, Connect)]
+
+
+def test_an_evicted_node_is_dropped_at_once_and_only_its_own_hello_brings_it_back() -> None:
+    # what a node does when an operator revokes a member's key: nothing is sent, the
+    # member is gone from this node's routing and queries at once, whatever it or
+    # others say, until it introduces itself again (over CURVE: once it is allowed again)
+    net = cluster("A", "B", "C")
+    a = net["A"]
+    late_beat = next(x for x in net["B"].tick() if isinstance(x, Broadcast))
+    actions = a.evict(B)
+    assert actions == [Disconnect(B)]
+    assert a.stats["evicted"] == 1
+    assert B not in a.peers and not a.alive(B) and not a.replica.known(B)
+    assert [n.node_id for n in a.replica.topology()] == ["A", "C"]
+    assert tombstones(a) == {B: Liveness.LEFT}
+    assert a.receive(late_beat.data) == []  # its own late words do not count
+    assert a.receive(encode(Welcome("C", addr_of("C"), [Peer("B", addr_of("B"))]))) == []  # nor hearsay
+    assert B not in a.peers
+    assert a.evict(A) == [] and a.alive(A)  # never itself
+    assert Connect(B, addr_of("B")) in a.receive(net["B"].hello())  # its hello: trusted again
+    assert a.alive(B)
 
 
 def test_a_leave_from_an_unknown_node_still_blocks_its_late_messages() -> None:

@@ -75,6 +75,7 @@ PURE_MODULES = [
     "superline_zmq.validation",
     "superline_zmq.ids",
     "superline_zmq.logs",
+    "superline_zmq.limits",
     "superline_zmq.names",
     "superline_zmq.requests",
     "superline_zmq.session",

@@ -36,9 +36,10 @@ after ``ttl``) so a half-open TCP connection to a vanished host is torn down by 
   queues a message from the moment of ``connect``, while ROUTER-to-ROUTER refuses
   (``EHOSTUNREACH``) until the handshake is done, which would lose the welcome and the
   pulls that immediately follow a hello. A send that would block (the member's queue is
-  at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus one
-  DEALER per seed (``SNDHWM`` 1), used only for hellos, and a short-lived DEALER per probe
-  of a forgotten peer (it sends one hello and closes, lingering one beat to deliver it).
+  at the high-water mark) is dropped and counted (``direct_dropped_hwm``). Plus a
+  short-lived DEALER per probe of a seed or a forgotten peer (it sends one hello and
+  closes, lingering one beat to deliver it; a node with no live member probes its seeds
+  every beat).
 
 Wire format (frames):
 
@@ -95,6 +96,26 @@ node at once. A node that dies without leaving is dead to its peers after ``ttl`
 Ordering: one publisher's messages reach one subscriber in the order published (one
 PUB/SUB connection is FIFO), across channels too.
 
+**Security (CURVE).** With ``curve=CurveConfig(...)`` (:mod:`superline_zmq.curve`) every
+socket authenticates and encrypts: the ROUTER and the XPUB are CURVE servers whose ZAP
+handler (pyzmq's asyncio authenticator, started before the first bind) admits only the
+client keys of the allow list; the SUB, the member DEALERs and the probes are CURVE
+clients. A client must know the server's public key before connecting, so every node
+advertises its key in its gossip address (``{"pub", "router", "key"}``), and a node
+connects only to members whose key it allows itself (``peer_key_refused`` otherwise). A
+seed's key is not known before it answers: a probe of a seed says hello once with each
+allowed key (short-lived sockets; the wrong ones fail the handshake at the seed and are
+counted there as ``handshake_failed``), and once the seed is met its own key is used.
+A node whose key is not allowed, or that speaks plain ZMTP, is refused at the handshake:
+it never becomes a member, hears nothing and delivers nothing; each refusal is counted
+(``auth_refused``) and logged, rate-limited, with its key's fingerprint and its address
+(from the ZAP request; libzmq does not report the address of a plain-ZMTP peer, and
+reports about one plain attempt in five only as a handshake broken off, which counts in
+``handshake_failed``: a CURVE peer giving up mid-handshake looks the same).
+:meth:`ZeroMQAdapter.reload_allowed` applies a new allow list without a restart; see
+it for how removed keys lose their existing connections. Without ``curve``, the node
+logs a warning at start: anyone who reaches its ports can join.
+
 Counters (:meth:`ZeroMQAdapter.statistics`): ``published`` / ``publish_dropped_hwm``;
 ``delivered`` (publications handed to ``on_channel``), ``channel_not_held`` (arrived
 just after an unsubscribe); ``direct_sent``, ``direct_received``,
@@ -104,21 +125,43 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 ``link_errors`` / ``tick_errors`` (the gossip driver's: a send or a tick raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
 ``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
-``members``; and the gossip state machine's own, prefixed ``gossip_``.
+``members``; with CURVE: ``auth_admitted`` / ``auth_refused`` (handshakes ZAP admitted
+and refused, plus plain-ZMTP peers refused), ``handshake_failed`` (any other failed
+handshake: a wrong server key, a peer hanging up mid-handshake, garbage),
+``peer_key_refused`` (members not connected to:
+key not allowed), ``refused_by_peer`` (a member refused our key), ``allowed_keys``,
+``allow_reloads``, ``listener_rebinds``; and the gossip state machine's own, prefixed
+``gossip_``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from superline_zmq.adapter import ChannelHandler, DirectHandler
+from superline_zmq.curve import (
+    PUB_DOMAIN,
+    ROUTER_DOMAIN,
+    AllowedLike,
+    AllowList,
+    CurveConfig,
+    ZapHandler,
+    fingerprint,
+    resolve_allowed,
+)
+from superline_zmq.errors import CurveKeyError
 from superline_zmq.gossip import Addr, GossipPresence
 from superline_zmq.gossip_driver import GossipDriver
 from superline_zmq.ids import NodeId
@@ -179,6 +222,20 @@ def _check_advertisable(endpoint: str) -> None:
             )
 
 
+@dataclass(frozen=True)
+class AllowChange:
+    """What :meth:`ZeroMQAdapter.reload_allowed` changed (keys by :func:`~superline_zmq.curve.fingerprint`)."""
+
+    added: frozenset[str]
+    removed: frozenset[str]
+    #: Members dropped because they hold a removed key.
+    evicted: tuple[NodeId, ...]
+    #: Whether the listeners were re-created so every inbound connection re-authenticates.
+    rebound: bool
+    #: How many keys are allowed now.
+    allowed: int
+
+
 class _Confirm:
     """One subscribe() waiting for markers: members heard from so far."""
 
@@ -200,6 +257,7 @@ async def zeromq_adapter(
     sndhwm: int = 100_000,
     rcvhwm: int = 100_000,
     context: zmq.asyncio.Context | None = None,
+    curve: CurveConfig | None = None,
 ) -> ZeroMQAdapter:
     """A new, un-started ZeroMQ adapter with its sockets bound (see the module docstring).
 
@@ -208,9 +266,11 @@ async def zeromq_adapter(
     endpoints of any existing members (none: a cluster of one); a seed that is not up
     yet is retried until it answers. ``timing`` sets every cluster timing (default
     :meth:`ClusterTiming.lan`); ``heartbeat_interval`` and ``ttl``, if given, override
-    it. ``adapter.endpoints`` holds the resolved endpoints as soon as this returns.
-    Raises ``zmq.ZMQError`` if an endpoint cannot be bound and ``ValueError`` on bad
-    arguments (timings included).
+    it. ``curve``: this node's CURVE keys and allow list; every socket then
+    authenticates and encrypts, and only allowed nodes get in (None: no security at
+    all, and a warning at start). ``adapter.endpoints`` holds the resolved endpoints as
+    soon as this returns. Raises ``zmq.ZMQError`` if an endpoint cannot be bound and
+    ``ValueError`` on bad arguments (timings included).
     """
     return ZeroMQAdapter(
         bind,
@@ -222,6 +282,7 @@ async def zeromq_adapter(
         sndhwm=sndhwm,
         rcvhwm=rcvhwm,
         context=context,
+        curve=curve,
     )
 
 
@@ -246,6 +307,7 @@ class ZeroMQAdapter:
         sndhwm: int = 100_000,
         rcvhwm: int = 100_000,
         context: zmq.asyncio.Context | None = None,
+        curve: CurveConfig | None = None,
     ) -> None:
         base = timing if timing is not None else ClusterTiming.lan()
         timing = base.override(heartbeat_interval=heartbeat_interval, ttl=ttl)  # ValueError if inconsistent
@@ -279,7 +341,6 @@ class ZeroMQAdapter:
         self._peer_pub: dict[NodeId, str] = {}
         self._pub_refs: dict[str, set[NodeId]] = {}  # pub endpoint -> members reached there
         self._seeds: list[str] = []
-        self._seed_socks: dict[str, zmq.asyncio.Socket] = {}  # router endpoint -> DEALER for hellos
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._close_done = asyncio.Event()
@@ -305,35 +366,60 @@ class ZeroMQAdapter:
             "hellos": 0,
             "subscribe_unconfirmed": 0,
             "join_unconfirmed": 0,
+            # CURVE (all 0 without it; auth_admitted and allowed_keys are read live)
+            "auth_refused": 0,
+            "handshake_failed": 0,
+            "peer_key_refused": 0,
+            "allow_reloads": 0,
+            "listener_rebinds": 0,
+            "refused_by_peer": 0,
         }
+        #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
+        self.curve = curve
+        self._allow = AllowList(curve.allowed if curve is not None else frozenset(), self._on_zap_refused)
+        self._allow_dir = curve.allow_dir if curve is not None else None
+        self._zap: ZapHandler | None = None
+        self._monitors: list[tuple[zmq.Socket[Any], zmq.asyncio.Socket, str]] = []  # (socket, its monitor, name)
+        self._member_keys: dict[NodeId, str] = {}  # member -> the CURVE key we connected to it with
+        self._key_at: dict[str, str] = {}  # ROUTER endpoint -> the key last seen there (probing seeds)
+        self._refused_peers: dict[NodeId, Addr] = {}  # members not connected to: key not allowed
+        self._evicted: dict[NodeId, Addr] = {}  # members dropped for a removed key, while it stays removed
+        self._refused_by: dict[bytes, NodeId] = {}  # members that refused our key: reconnect when they call
+        self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
         self._ctx: zmq.asyncio.Context = context if context is not None else zmq.asyncio.Context()
         self._ipv6 = "[" in bind or (pub_bind is not None and "[" in pub_bind)
         self._all: list[zmq.asyncio.Socket] = []
         try:
-            self._router = self._socket(zmq.ROUTER)
+            if curve is not None:
+                # before any bind: a CURVE server with no ZAP handler admits every key
+                self._zap = ZapHandler(self._ctx, self._allow, (ROUTER_DOMAIN, PUB_DOMAIN))
+                self._zap.start()
+            self._router = self._socket(zmq.ROUTER, server=ROUTER_DOMAIN)
             self._router.bind(bind)
             router_ep = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
             _check_advertisable(router_ep)
-            self._pub = self._socket(zmq.XPUB)
+            self._pub = self._socket(zmq.XPUB, server=PUB_DOMAIN)
             self._pub.setsockopt(zmq.XPUB_NODROP, 1)
             self._pub.bind(pub_bind if pub_bind is not None else _pub_endpoint_for(bind))
             pub_ep = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
             _check_advertisable(pub_ep)
             self._sub = self._socket(zmq.SUB)
             self._sub.setsockopt(zmq.SUBSCRIBE, GOSSIP_TOPIC)
+            if curve is not None:  # told when a member refuses us (see _on_refused_by)
+                monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                self._monitors.append((self._sub, monitor, "sub"))
             self._endpoints = {"pub": pub_ep, "router": router_ep}
             for seed in dict.fromkeys(seeds):
                 if seed == router_ep:
                     continue  # ourselves: nothing to join through
-                sock = self._socket(zmq.DEALER)
-                sock.setsockopt(zmq.SNDHWM, 1)  # at most one hello waits for a seed that is not up
-                sock.connect(seed)
-                self._seeds.append(seed)
-                self._seed_socks[seed] = sock
+                self._seeds.append(seed)  # said hello to with short-lived sockets (_probe)
         except BaseException:
+            self._close_monitors()
             for sock in self._all:
                 sock.close(linger=0)
+            if self._zap is not None:
+                self._zap.stop()
             if self._own_ctx:
                 self._ctx.term()
             raise
@@ -376,6 +462,8 @@ class ZeroMQAdapter:
         # the conformance suite's name for direct_dropped_unknown
         stats["dropped_unknown_node"] = stats["direct_dropped_unknown"]
         stats["channels"] = len(self._channels)
+        stats["auth_admitted"] = self._allow.allowed_count
+        stats["allowed_keys"] = len(self._allow.keys)
         stats["members"] = 0
         if self._driver is not None:
             stats.update(self._driver.statistics())
@@ -391,10 +479,29 @@ class ZeroMQAdapter:
         self._node_b = node.encode()
         self._on_channel = on_channel
         self._on_direct = on_direct
+        addr = self.endpoints
+        if self.curve is not None:
+            addr["key"] = self.curve.public_key.decode()  # peers connect to us with it
+            log.info(
+                "node %s: CURVE on (key %s), %d node key(s) allowed%s",
+                node,
+                self.curve.fingerprint,
+                len(self._allow.keys),
+                f" from {self._allow_dir}" if self._allow_dir is not None else "",
+            )
+        else:
+            log.warning(
+                "node %s: the cluster transport is unauthenticated and unencrypted: anyone who can reach %s or "
+                "%s can join, read every room and inject messages; pass curve=CurveConfig(...) "
+                "(superline-zmq run --curve-cert/--curve-allow), see docs/security.md",
+                node,
+                self._endpoints["router"],
+                self._endpoints["pub"],
+            )
         driver = self._driver = GossipDriver(
             node,
             _ZmqLink(self),
-            addr=self.endpoints,
+            addr=addr,
             timing=self.timing,
             seeds=[{"router": seed} for seed in self._seeds],
             logger=log,
@@ -405,6 +512,7 @@ class ZeroMQAdapter:
             loop.create_task(self._recv_loop(self._router, self._on_router_message, "router")),
             loop.create_task(self._recv_loop(self._sub, self._on_sub_message, "sub")),
             loop.create_task(self._recv_loop(self._pub, self._on_xpub_message, "xpub")),
+            *(loop.create_task(self._monitor_loop(mon, name)) for _, mon, name in self._monitors),
         ]
         driver.start()  # the first tick says hello to the seeds (no live member yet)
         if self._seeds:
@@ -491,6 +599,7 @@ class ZeroMQAdapter:
             self._on_channel = self._on_direct = None
             # the leave (PUB) and queued direct messages (member DEALERs) get to flush
             flush = {id(self._pub), *(id(d) for d in self._dealers.values())}
+            self._close_monitors()
             for sock in self._all:
                 if not sock.closed:
                     sock.close(linger=linger if id(sock) in flush else 0)
@@ -498,6 +607,10 @@ class ZeroMQAdapter:
             self._dealers.clear()
             self._peer_pub.clear()
             self._pub_refs.clear()
+            self._pub_keys.clear()
+            self._member_keys.clear()
+            if self._zap is not None:  # only now: the server sockets are closed
+                await self._zap.aclose()
             if self._own_ctx:
                 try:
                     await asyncio.wait_for(asyncio.to_thread(self._ctx.term), 5 + linger / 1000)
@@ -662,7 +775,10 @@ class ZeroMQAdapter:
         return driver is not None and not self._closed and driver.alive(node)
 
     # ------------------------------------------------------------------ sending
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+    def _socket(self, kind: int, *, server: str | None = None) -> zmq.asyncio.Socket:
+        """A node socket with the adapter's options; with CURVE, a server for ZAP domain
+        ``server`` (monitored for failed handshakes) or a client (its peer's key is set
+        per connect: :meth:`_connect_to`)."""
         sock = self._ctx.socket(kind)
         self._all.append(sock)
         sock.setsockopt(zmq.LINGER, 0)
@@ -672,7 +788,38 @@ class ZeroMQAdapter:
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.ttl * 1000)))
         if self._ipv6:
             sock.setsockopt(zmq.IPV6, 1)
+        self._secure(sock, server=server)
         return sock
+
+    def _secure(self, sock: zmq.Socket[Any], *, server: str | None = None) -> None:
+        curve = self.curve
+        if curve is None:
+            return
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.secret_key)
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.public_key)
+        if server is not None:
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.ZAP_DOMAIN, server.encode())
+            events = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+            monitor = cast("zmq.asyncio.Socket", sock.get_monitor_socket(events))
+            self._monitors.append((sock, monitor, "router" if server == ROUTER_DOMAIN else "pub"))
+
+    def _connect_to(self, sock: zmq.Socket[Any], endpoint: str, key: str | None) -> None:
+        """``sock.connect(endpoint)``; with CURVE, to the node holding ``key`` (libzmq copies the
+        socket's options into each connection, so one SUB reaches members with different keys)."""
+        if self.curve is not None:
+            if not key:
+                raise ValueError(f"no CURVE key for {endpoint}")
+            sock.setsockopt(zmq.CURVE_SERVERKEY, key.encode())
+        sock.connect(endpoint)
+
+    def _close_monitors(self) -> None:
+        for sock, monitor, _ in self._monitors:
+            if not sock.closed:
+                with contextlib.suppress(zmq.ZMQError):
+                    sock.disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
 
     def _try_send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> BaseException | None:
         """Send without blocking: None if ZeroMQ took it, else why not (``zmq.Again``: queue full)."""
@@ -704,29 +851,63 @@ class ZeroMQAdapter:
             self._rlog.log(logging.WARNING, "control", "dropped a %s: %s", what, _why(err))
 
     def _probe(self, addr: Addr, data: bytes) -> None:
-        """A hello to whatever listens at ``addr``'s ROUTER: a seed (its standing DEALER), or a
-        forgotten peer (a DEALER that sends once and closes, lingering a beat to deliver)."""
+        """A hello to whatever listens at ``addr``'s ROUTER (a seed, or a forgotten peer): a DEALER
+        that sends once and closes, lingering a beat to deliver (one per key to try, with CURVE).
+
+        A fresh socket each time, never a standing one: libzmq abandons for good a connection
+        whose handshake failed (a seed that was briefly something else, a CURVE node refusing
+        us), and a standing seed socket would then never say hello again."""
         endpoint = addr.get("router")
         if self._closed or not endpoint or endpoint == self._endpoints["router"]:
             return
         frames = [KIND_GOSSIP, self._node_b, b"", data]  # no target: whoever is there now answers
         self._stats["hellos"] += 1
-        seed = self._seed_socks.get(endpoint)
-        if seed is not None:
-            # Again: a hello is already waiting for this seed to come up; that one will do
-            self._try_send(seed, frames)
-            return
+        for key in self._probe_keys(addr, endpoint):
+            self._probe_once(endpoint, key, frames)
+
+    def _probe_keys(self, addr: Addr, endpoint: str) -> list[str | None]:
+        """The CURVE keys to probe ``endpoint`` with: the one its address names, else the one last
+        seen there, else (unknown, or we are alone and it may have changed) every allowed key."""
+        if self.curve is None:
+            return [None]
+        key = addr.get("key")
+        if key:
+            if key.encode() in self._allow.keys:
+                return [key]
+            self._peer_key_refused(None, key, endpoint)
+            return []
+        known = self._key_at.get(endpoint)
+        driver = self._driver
+        if known and known.encode() in self._allow.keys and driver is not None and driver.has_live_member():
+            return [known]
+        # A seed's key is not known before it answers: say hello with each allowed key (the
+        # wrong ones fail the handshake there, counted as handshake_failed, not refusals);
+        # our own key last, for nodes that share one identity (superline-zmq cluster --curve-cert)
+        own = self.curve.public_key
+        keys = sorted(k.decode() for k in self._allow.keys if k != own)
+        if own in self._allow.keys:
+            keys.append(own.decode())
+        if known in keys:
+            keys.remove(known)
+            keys.insert(0, known)
+        return list(keys)
+
+    def _probe_once(self, endpoint: str, key: str | None, frames: list[bytes]) -> None:
+        """One short-lived DEALER: sends the hello, closes, and lingers one beat to deliver it."""
+        linger = max(1, int(self.timing.heartbeat_interval * 1000))
         sock = self._ctx.socket(zmq.DEALER)
         try:
             sock.setsockopt(zmq.SNDHWM, 1)
+            sock.setsockopt(zmq.RECONNECT_IVL, linger)  # one try per probe: a wrong key is not retried
             if self._ipv6:
                 sock.setsockopt(zmq.IPV6, 1)
-            sock.connect(endpoint)
+            self._secure(sock)
+            self._connect_to(sock, endpoint, key)
             self._try_send(sock, frames)
         except zmq.ZMQError as exc:
             self._bad("addr", "cannot probe %r: %s", endpoint, exc)
         finally:
-            sock.close(linger=max(1, int(self.timing.heartbeat_interval * 1000)))
+            sock.close(linger=linger)
 
     # ------------------------------------------------------------------ gossip (the driver's link)
     def _gossip_broadcast(self, data: bytes) -> None:
@@ -755,15 +936,33 @@ class ZeroMQAdapter:
         if not pub or not router or pub == self._endpoints["pub"] or router == self._endpoints["router"]:
             self._bad("addr", "member %s has an unusable address %r", node, addr)
             return
+        key = addr.get("key")
+        if self.curve is not None:
+            if not key or key.encode() not in self._allow.keys:
+                # a member vouched for by another node that we do not trust (yet): no
+                # connection, so it cannot hear us and we never hear it; a reload that
+                # allows its key connects then
+                self._refused_peers[node] = dict(addr)
+                self._peer_key_refused(node, key, router)
+                return
+            self._key_at[router] = key
+        self._refused_peers.pop(node, None)
         self._disconnect(node)
         dealer = self._socket(zmq.DEALER)
         try:
-            dealer.connect(router)
+            self._connect_to(dealer, router, key)
             refs = self._pub_refs.get(pub)
+            if refs is not None and self._pub_keys.get(pub) != key:
+                # a new node (new key) took over this address: the old connection cannot work
+                with contextlib.suppress(zmq.ZMQError):
+                    self._sub.disconnect(pub)
+                refs = None
             if refs is None:
-                self._sub.connect(pub)
+                self._connect_to(self._sub, pub, key)
                 refs = self._pub_refs[pub] = set()
-        except zmq.ZMQError as exc:
+                if key:
+                    self._pub_keys[pub] = key
+        except (zmq.ZMQError, ValueError) as exc:
             self._all.remove(dealer)
             dealer.close(linger=0)
             self._bad("addr", "member %s has an unusable address %r: %s", node, addr, exc)
@@ -771,6 +970,8 @@ class ZeroMQAdapter:
         refs.add(node)
         self._peer_pub[node] = pub
         self._dealers[node] = dealer
+        if key:
+            self._member_keys[node] = key
         # Member DEALERs only ever send, so they are driven through a plain shadow socket:
         # no Future per message. (Never do this on a socket something also receives on.)
         sync = self._dealer_sync[node] = zmq.Socket.shadow(dealer.underlying)
@@ -780,6 +981,8 @@ class ZeroMQAdapter:
             self._send_control_now(sync, [KIND_GOSSIP, self._node_b, node.encode(), hello], f"hello to {node}")
 
     def _disconnect(self, node: NodeId) -> None:
+        self._member_keys.pop(node, None)
+        self._refused_by.pop(node.encode(), None)  # any new connection to it is made afresh
         self._dealer_sync.pop(node, None)
         dealer = self._dealers.pop(node, None)
         if dealer is not None:
@@ -792,6 +995,7 @@ class ZeroMQAdapter:
                 refs.discard(node)
                 if not refs:  # a restarted node may reuse the address: disconnect only the last user
                     del self._pub_refs[pub]
+                    self._pub_keys.pop(pub, None)
                     try:
                         self._sub.disconnect(pub)
                     except zmq.ZMQError:
@@ -807,6 +1011,205 @@ class ZeroMQAdapter:
             return
         if not driver.receive(data):  # malformed: the driver counted bad_gossip and logged it
             self._stats["bad_messages"] += 1
+
+    # ------------------------------------------------------------------ CURVE: who gets in
+    @property
+    def allowed_keys(self) -> frozenset[bytes]:
+        """The public keys (Z85 bytes) this node admits right now (empty without CURVE)."""
+        return self._allow.keys
+
+    async def reload_allowed(self, allowed: AllowedLike | None = None) -> AllowChange:
+        """Apply a new allow list now: re-read the allow directory, or take ``allowed`` (keys or a directory).
+
+        A key added is admitted from the next handshake on (a refused node that keeps
+        probing gets in then; members we refused to connect to are connected now). A
+        key removed is refused from the next handshake on, and its existing connections
+        are dropped before this returns: members holding it are evicted (disconnected and
+        dropped from membership and presence at once, as if they had left), and, if any
+        connection was admitted with it since the listeners were last re-created, the ROUTER
+        and XPUB are unbound and bound again on the same endpoints so that every inbound
+        connection re-authenticates (peers still allowed reconnect within ~100 ms; what was
+        in flight to this node over those connections may be lost, as on any reconnect).
+
+        Raises :class:`~superline_zmq.errors.CurveKeyError` (nothing changed) if the new
+        list cannot be read, and ``RuntimeError`` without CURVE or if a listener cannot be
+        bound again.
+        """
+        if self.curve is None:
+            raise RuntimeError("this adapter runs without CURVE: there is no allow list to reload")
+        source = allowed if allowed is not None else self._allow_dir
+        if source is None:
+            raise CurveKeyError("this node's allow list is a fixed collection of keys: pass the new keys")
+        keys, directory = resolve_allowed(source)
+        old = self._allow.keys
+        added, removed = keys - old, old - keys
+        self._allow.keys = keys  # ZAP decides with the new list from the next handshake on
+        self._allow_dir = directory
+        self._stats["allow_reloads"] += 1
+        evicted: list[NodeId] = []
+        rebound = False
+        if removed and not self._closed:
+            gone = {k.decode() for k in removed}
+            self._key_at = {ep: k for ep, k in self._key_at.items() if k not in gone}
+            for node, key in list(self._member_keys.items()):
+                if key in gone:
+                    evicted.append(node)
+                    addr = self._peer_addr(node)
+                    if addr is not None:
+                        self._evicted[node] = addr
+                    self._disconnect(node)
+                    if self._driver is not None:
+                        self._driver.evict(node)
+            if removed & self._allow.admitted:
+                await self._rebind()
+                rebound = True
+        if added and not self._closed:
+            members = self._driver.members() if self._driver is not None else {}
+            for node, addr in list(self._refused_peers.items()):
+                key = addr.get("key", "")
+                if key.encode() in keys and node in members:
+                    self._connect(node, addr)
+            for node, addr in list(self._evicted.items()):
+                if addr.get("key", "").encode() in keys and self._driver is not None:
+                    # trusted again: say hello, so it knows to reconnect and introduce itself
+                    del self._evicted[node]
+                    self._probe(addr, self._driver.hello())
+        change = AllowChange(
+            added=frozenset(fingerprint(k) for k in added),
+            removed=frozenset(fingerprint(k) for k in removed),
+            evicted=tuple(evicted),
+            rebound=rebound,
+            allowed=len(keys),
+        )
+        log.info(
+            "node %s: allow list reloaded: %d key(s) allowed, added %s, removed %s%s%s",
+            self.node,
+            len(keys),
+            sorted(change.added) or "none",
+            sorted(change.removed) or "none",
+            f", evicted {', '.join(evicted)}" if evicted else "",
+            "; listeners re-created so every peer re-authenticates" if rebound else "",
+        )
+        return change
+
+    async def _rebind(self) -> None:
+        """Unbind and bind again the ROUTER and the XPUB: libzmq closes every connection accepted
+        on an endpoint when it is unbound, so each peer reconnects and goes through ZAP again."""
+        self._allow.admitted.clear()  # from now on it lists what the new connections were admitted with
+        self._stats["listener_rebinds"] += 1
+        loop = asyncio.get_running_loop()
+        for sock, endpoint in ((self._router, self._endpoints["router"]), (self._pub, self._endpoints["pub"])):
+            sock.unbind(endpoint)
+            deadline = loop.time() + 5.0
+            while True:
+                try:
+                    sock.bind(endpoint)
+                    break
+                except zmq.ZMQError as exc:
+                    # the old listener is closed by libzmq's I/O thread: EADDRINUSE for a moment
+                    if exc.errno != zmq.EADDRINUSE or loop.time() > deadline:
+                        log.error("node %s lost its listener %s: %s", self.node, endpoint, exc)
+                        raise RuntimeError(f"could not bind {endpoint} again: {exc}") from exc
+                    await asyncio.sleep(0.01)
+
+    def _on_zap_refused(self, domain: str, key: bytes, address: str) -> None:
+        """ZAP refused a CURVE handshake: the client key is not allowed."""
+        self._stats["auth_refused"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "auth_refused",
+            "refused a node with key %s from %s on the %s: its public key is not in the allow list",
+            fingerprint(key),
+            address or "an unknown address",
+            "router" if domain == ROUTER_DOMAIN else "pub socket",
+        )
+
+    def _peer_key_refused(self, node: NodeId | None, key: str | None, endpoint: str) -> None:
+        self._stats["peer_key_refused"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "peer_key_refused",
+            "not connecting to %s at %s: %s",
+            node or "a forgotten peer",
+            endpoint,
+            f"its key {fingerprint(key)} is not in the allow list" if key else "it has no CURVE key",
+        )
+
+    async def _monitor_loop(self, monitor: zmq.asyncio.Socket, what: str) -> None:
+        """Count and log the handshakes a listening socket failed (ZAP refusals are counted by ZAP),
+        and, on the SUB, the members that refused our key."""
+        while not monitor.closed:
+            try:
+                event = parse_monitor_message(await monitor.recv_multipart())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if monitor.closed:
+                    return
+                self._rlog.log(logging.ERROR, "monitor", "reading the %s monitor failed: %r", what, exc)
+                await asyncio.sleep(0.01)
+                continue
+            if what == "sub":
+                endpoint = event["endpoint"]
+                self._on_refused_by(endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint))
+            else:
+                self._on_handshake_failed(int(event["event"]), int(event["value"]), what)
+
+    def _on_refused_by(self, pub: str) -> None:
+        """A member's PUB refused our key. libzmq never retries a connection ZAP refused, so the
+        member's connections (this one and, refused by the same list, our DEALER to its ROUTER)
+        are dead until we make new ones: that happens as soon as the member calls us (it only
+        connects to nodes whose key it allows, so then it admits ours)."""
+        nodes = sorted(self._pub_refs.get(pub, ()))
+        self._stats["refused_by_peer"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "refused_by",
+            "%s at %s refused this node's key %s: it is not in that node's allow list (yet)",
+            ", ".join(nodes) or "a node",
+            pub,
+            self.curve.fingerprint if self.curve is not None else "?",
+        )
+        for node in nodes:
+            self._refused_by[node.encode()] = node
+
+    def _retry_refused(self, node: NodeId) -> None:
+        """``node`` called us after refusing our key: it admits us now, so connect to it afresh."""
+        addr = self._peer_addr(node)
+        if addr is not None and not self._closed:
+            log.info("node %s: %s admits this node now; reconnecting to it", self.node, node)
+            self._connect(node, addr)
+
+    def _peer_addr(self, node: NodeId) -> Addr | None:
+        driver = self._driver
+        m = driver.gossip.membership.get(node) if driver is not None else None
+        return dict(m.addr) if m is not None and m.addr is not None else None
+
+    def _on_handshake_failed(self, event: int, value: int, what: str) -> None:
+        endpoint = self._endpoints["router" if what == "router" else "pub"]
+        if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            self._stats["auth_refused"] += 1
+            self._rlog.log(
+                logging.WARNING,
+                "auth_plain",
+                "refused a peer speaking plain ZMTP (no CURVE) on %s (key: none; its address is not reported)",
+                endpoint,
+            )
+            return
+        self._stats["handshake_failed"] += 1
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            # measured: about a fifth of plain-ZMTP peers notice the mismatch first and hang up,
+            # and a CURVE peer that gives up mid-handshake looks exactly the same
+            why = (
+                f"the peer hung up during the handshake ({_errno_name(value)}): a plain-ZMTP peer that noticed "
+                "first, or a node that gave up waiting"
+            )
+        else:
+            why = (
+                f"{_protocol_error(value)}: a peer that does not hold this node's public key (a node probing a "
+                "seed tries every allowed key), or not ZeroMQ at all"
+            )
+        self._rlog.log(logging.INFO, "handshake_failed", "a CURVE handshake on %s failed: %s", endpoint, why)
 
     # ------------------------------------------------------------------ receiving
     async def _recv_loop(self, sock: zmq.asyncio.Socket, handle: Callable[[list[bytes]], None], what: str) -> None:
@@ -887,6 +1290,10 @@ class ZeroMQAdapter:
             self._bad("router", "dropped a %d-frame direct message", len(frames) - 1)
             return
         _, kind, sender, target, payload = frames
+        if self._refused_by:
+            refused = self._refused_by.pop(sender, None)
+            if refused is not None:
+                self._retry_refused(refused)
         if kind == KIND_GOSSIP:
             if target and target != self._node_b:
                 self._misrouted(target)
@@ -961,6 +1368,19 @@ class ZeroMQAdapter:
     def _bad(self, key: str, msg: str, *args: object) -> None:
         self._stats["bad_messages"] += 1
         self._rlog.log(logging.WARNING, f"bad_{key}", msg, *args)
+
+
+def _errno_name(value: int) -> str:
+    return errno.errorcode.get(value, f"errno {value}")
+
+
+@functools.cache
+def _protocol_error(value: int) -> str:
+    """libzmq's name of a ZMTP protocol error code (monitor events), e.g. ``ZMTP_CRYPTOGRAPHIC``."""
+    for name in dir(zmq):
+        if name.startswith("PROTOCOL_ERROR_") and getattr(zmq, name) == value:
+            return name.removeprefix("PROTOCOL_ERROR_")
+    return f"error {value:#x}"
 
 
 def _why(err: BaseException) -> str:

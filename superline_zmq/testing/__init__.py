@@ -10,6 +10,9 @@ linked by the ZeroMQ adapter and tears every one of them down afterwards::
         await cluster.kill(2)
         await cluster.wait_members(0, 1, timeout=2.0)
 
+``LocalCluster(curve=True)`` runs the nodes under CURVE with throwaway keys
+(:class:`ClusterKeys`), which a test can add, revoke and reload like an operator.
+
 :class:`FakeClock` and :class:`FakeNet` (:mod:`superline_zmq.testing.fakes`) test gossip
 machines and drivers with no sockets and no waiting: a clock that moves when told and a
 simulated network that drops, partitions and pauses on request.
@@ -23,6 +26,17 @@ two modules do.
 
 from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, local_cluster
 from superline_zmq.testing.fakes import FakeClock, FakeLink, FakeNet
+from superline_zmq.testing.keys import ClusterKeys
 from superline_zmq.testing.wait import eventually
 
-__all__ = ["ClusterError", "FakeClock", "FakeLink", "FakeNet", "LocalCluster", "Node", "eventually", "local_cluster"]
+__all__ = [
+    "ClusterError",
+    "ClusterKeys",
+    "FakeClock",
+    "FakeLink",
+    "FakeNet",
+    "LocalCluster",
+    "Node",
+    "eventually",
+    "local_cluster",
+]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import superline_zmq
+from superline_zmq.testing.keys import ClusterKeys
 from superline_zmq.timing import ClusterTiming
 
 #: How nodes find each other: every node seeds with node 0 (``"first"``), or node k with node k-1.
@@ -114,6 +115,8 @@ class Node:
         self.url = ""
         self.node_id = ""
         self.pid = 0
+        #: Its CURVE key's fingerprint (after ``ready``; empty without CURVE).
+        self.key = ""
         #: ``{"pub": ..., "router": ...}``: its ZeroMQ endpoints (after ``ready``).
         self.endpoints: dict[str, str] = {}
         #: Its latest view of the other members: node id -> alive.
@@ -166,7 +169,11 @@ class LocalCluster:
 
     ``timing`` is every node's :class:`~superline_zmq.ClusterTiming` (default
     :meth:`ClusterTiming.local`: beat 0.2 s, dead after 1 s); ``heartbeat_interval`` and
-    ``ttl``, if given, override it.
+    ``ttl``, if given, override it. ``curve=True`` secures the cluster transport with
+    throwaway CURVE keys (a :class:`~superline_zmq.testing.ClusterKeys` in a temporary
+    directory, removed on :meth:`close`): node ``k`` runs with certificate ``node{k}`` and
+    the shared allow directory, which lists every node's key before the first starts.
+    Pass a :class:`~superline_zmq.testing.ClusterKeys` instead to keep the keys yourself.
     """
 
     def __init__(
@@ -189,6 +196,7 @@ class LocalCluster:
         extra_args: Sequence[str] = (),
         graceful_teardown: bool = False,
         stop_timeout: float = 10.0,
+        curve: bool | ClusterKeys = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -216,6 +224,9 @@ class LocalCluster:
         self.extra_args = list(extra_args)
         self.graceful_teardown = graceful_teardown
         self.stop_timeout = stop_timeout
+        #: The cluster's CURVE certificates and allow directory (None: plain ZMTP).
+        self.keys: ClusterKeys | None = ClusterKeys() if curve is True else (curve or None)
+        self._own_keys = curve is True
         #: The nodes, in start order of their index (``add_node`` appends).
         self.nodes: list[Node] = []
         self._cond = asyncio.Condition()
@@ -253,6 +264,9 @@ class LocalCluster:
             raise RuntimeError("this cluster was already started")
         self._started = True
         deadline = time.monotonic() + self.ready_timeout
+        if self.keys is not None:  # every key listed before any node starts: no reload needed
+            for k in range(self.size):
+                self.keys.cert(f"node{k}")
         try:
             if self.start_order == "reversed":
                 ports = [free_port(self.host) for _ in range(self.size)]
@@ -306,6 +320,8 @@ class LocalCluster:
             try:
                 await self._wait_exit(live, 5.0)
             finally:
+                if self._own_keys and self.keys is not None:
+                    self.keys.cleanup()
                 for n in self.nodes:
                     for task in (n._stdout_task, n._stderr_task):
                         if task is not None and not task.done():
@@ -352,11 +368,22 @@ class LocalCluster:
         if node.state == "paused":
             node.state = "running"
 
-    async def add_node(self, seed: int = 0, *, wait: bool = True, timeout: float | None = None) -> Node:
+    async def add_node(
+        self,
+        seed: int = 0,
+        *,
+        wait: bool = True,
+        timeout: float | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        plain: bool = False,
+    ) -> Node:
         """Start one more node seeded only by node ``seed``'s router; wait for it to be ready.
 
         With ``wait`` (the default), also wait until it and every running node see each
-        other alive.
+        other alive. On a CURVE cluster the new node gets a new certificate
+        ``node{index}``, listed in the allow directory and loaded by every running node
+        (SIGHUP) before it starts; ``cert`` starts it with that certificate instead
+        (listed or not: nothing is reloaded), ``plain=True`` without CURVE at all.
         """
         if self._closed:
             raise RuntimeError("this cluster is closed")
@@ -365,11 +392,48 @@ class LocalCluster:
         seed_node = self.nodes[seed]
         if not seed_node.endpoints:
             raise ValueError(f"node {seed} has no endpoints (never became ready)")
-        node = await self._spawn([seed_node.endpoints["router"]])
+        curve: tuple[str, str] | None = None
+        if self.keys is not None and not plain:
+            if cert is None:
+                cert = self.keys.cert(f"node{len(self.nodes)}")
+                await self.reload_all(timeout=max(0.0, deadline - time.monotonic()))
+            curve = (os.fspath(cert), str(self.keys.allow_dir))
+        node = await self._spawn([seed_node.endpoints["router"]], curve=curve, plain=plain)
         await self._wait_ready(node, deadline)
         if wait:
             await self.wait_converged(max(0.0, deadline - time.monotonic()))
         return node
+
+    async def reload(self, k: int, timeout: float | None = None) -> dict[str, Any]:
+        """SIGHUP node ``k`` (it re-reads its CURVE allow directory) and wait for its ``reloaded`` line.
+
+        Returns that event (``added``, ``removed``, ``evicted``, ``allowed``); raises
+        :class:`ClusterError` if the node reports ``reload_failed`` or says nothing in time.
+        """
+        node = self.nodes[k]
+        before = sum(1 for ev in node.events if ev.get("event") in ("reloaded", "reload_failed"))
+        self._signal(node, signal.SIGHUP)
+
+        def done(ev: dict[str, Any]) -> bool:
+            return ev.get("event") in ("reloaded", "reload_failed")
+
+        await self.wait_until(
+            lambda: sum(1 for ev in node.events if done(ev)) > before,
+            self.ready_timeout if timeout is None else timeout,
+            f"node {k} to reload its allow list",
+        )
+        ev = [e for e in node.events if done(e)][before]
+        if ev["event"] == "reload_failed":
+            raise ClusterError(f"node {k} could not reload its allow list: {ev.get('error')}")
+        return ev
+
+    async def reload_all(self, timeout: float | None = None) -> list[dict[str, Any]]:
+        """:meth:`reload` every running CURVE node, all at once; their ``reloaded`` events in index order.
+
+        (A node without CURVE is left alone: it has nothing to reload, and SIGHUP would end it.)
+        """
+        running = [n.index for n in self.nodes if n.running and n.key]
+        return list(await asyncio.gather(*(self.reload(k, timeout) for k in running)))
 
     # ------------------------------------------------------------------ waits
     async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str = "a condition") -> None:
@@ -399,14 +463,17 @@ class LocalCluster:
         )
         return dict(node.members)
 
-    async def wait_converged(self, timeout: float | None = None) -> None:
-        """Wait until every running node sees exactly the other running nodes alive."""
+    async def wait_converged(self, timeout: float | None = None, *, nodes: Sequence[int] | None = None) -> None:
+        """Wait until every running node sees exactly the other running nodes alive.
+
+        ``nodes``: only these (by index), e.g. leaving out a node that is meant to stay outside.
+        """
 
         def check() -> bool:
             for n in self.nodes:
                 if n.gone and n.state in ("starting", "running", "exited"):
                     raise ClusterError(n._describe_failure("exited unexpectedly"))
-            running = [n for n in self.nodes if n.running]
+            running = [n for n in self.nodes if n.running and (nodes is None or n.index in nodes)]
             ids = {n.node_id for n in running}
             return all(n.alive_members == ids - {n.node_id} for n in running)
 
@@ -430,7 +497,9 @@ class LocalCluster:
         return found[0]
 
     # ------------------------------------------------------------------ internals
-    def _command(self, seeds: Sequence[str], bind: str | None, index: int) -> list[str]:
+    def _command(
+        self, seeds: Sequence[str], bind: str | None, index: int, curve: tuple[str, str] | None = None
+    ) -> list[str]:
         ws_port = self.ws_port + index if self.ws_port else 0
         zhost = _zmq_host(self.host)
         args = [
@@ -451,6 +520,8 @@ class LocalCluster:
         ]
         for s in seeds:
             args += ["--seed", s]
+        if curve is not None:
+            args += ["--curve-cert", curve[0], "--curve-allow", curve[1]]
         return args + self.extra_args
 
     def _child_env(self) -> dict[str, str]:
@@ -467,12 +538,22 @@ class LocalCluster:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    async def _spawn(self, seeds: Sequence[str], *, bind: str | None = None, index: int | None = None) -> Node:
+    async def _spawn(
+        self,
+        seeds: Sequence[str],
+        *,
+        bind: str | None = None,
+        index: int | None = None,
+        curve: tuple[str, str] | None = None,
+        plain: bool = False,
+    ) -> Node:
         if self._closed:
             raise RuntimeError("this cluster is closed")
         if index is None:
             index = len(self.nodes)
-        node = Node(index, self._command(seeds, bind, index))
+        if curve is None and self.keys is not None and not plain:
+            curve = (str(self.keys.cert(f"node{index}")), str(self.keys.allow_dir))
+        node = Node(index, self._command(seeds, bind, index, curve))
         self.nodes.append(node)
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
@@ -564,6 +645,7 @@ class LocalCluster:
         if kind == "ready" and not node.ready.done():
             node.url = str(ev.get("ws", ""))
             node.node_id = str(ev.get("node_id", ""))
+            node.key = str(ev.get("key", ""))
             node.endpoints = {"pub": str(ev.get("pub", "")), "router": str(ev.get("router", ""))}
             if node.state == "starting":
                 node.state = "running"
