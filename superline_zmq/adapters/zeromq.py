@@ -392,19 +392,22 @@ class ZeroMQAdapter:
             loop.create_task(self._recv_loop(self._pub, self._on_xpub_message, "xpub")),
         ]
         driver.start()  # the first tick says hello to the seeds (no live member yet)
-        if self._seeds:
-            try:
-                await asyncio.wait_for(driver.wait_joined(), self.ttl)
-            except TimeoutError:
-                self._rlog.log(
-                    logging.WARNING,
-                    "join",
-                    "node %s: no seed answered within %.1f s; running alone, still saying hello",
-                    node,
-                    self.ttl,
-                )
-                return
-            await self._join_sync()
+        try:
+            if self._seeds:
+                try:
+                    await asyncio.wait_for(driver.wait_joined(), self.ttl)
+                except TimeoutError:
+                    self._rlog.log(
+                        logging.WARNING,
+                        "join",
+                        "node %s: no seed answered within %.1f s; running alone, still saying hello",
+                        node,
+                        self.ttl,
+                    )
+                    return
+                await self._join_sync()
+        finally:
+            driver.end_join()  # what this node learns from now on is news, not the state it joined
 
     async def _join_sync(self) -> None:
         """Wait until every member's subscriptions are in force on our PUB (see the module docstring)."""
