@@ -2,7 +2,7 @@
 
 Commands::
 
-    superline-zmq run MODULE:APP --ws HOST:PORT --bind ENDPOINT [--seed ENDPOINT ...] [--json]
+    superline-zmq run MODULE:APP --ws HOST:PORT --bind ENDPOINT [--seed ENDPOINT ...] [--advertise ENDPOINT] [--json]
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
     superline-zmq demo [--nodes 3] [--clients 24] [--duration S] [--interval 1.0]
 
@@ -15,10 +15,16 @@ preset's values.
 ``run`` imports ``MODULE`` (the current directory is on ``sys.path``) and takes ``APP``:
 a :class:`~superline_zmq.SocketServer`, or a zero-argument callable (sync or async)
 returning one. It swaps in the ZeroMQ adapter, listens, and prints one JSON line to
-stdout once serving::
+stdout once serving (``pub`` and ``router``: the endpoints peers are told, i.e.
+``--advertise``/``--advertise-pub`` when given)::
 
     {"event": "ready", "node_id": "...", "ws": "ws://127.0.0.1:8080/", "pub": "tcp://...",
      "router": "tcp://...", "pid": 1234}
+
+With ``--advertise`` and ``--json`` it first prints ``{"event": "bound", "pub": ...,
+"router": ...}`` with the bound endpoints, as soon as the sockets are bound (before
+joining), so a harness that forwards the advertised endpoints
+(:mod:`superline_zmq.testing.faults`) knows where to.
 
 With ``--json`` it also prints ``{"event": "member", "node": ..., "alive": ...}`` whenever
 its view of the cluster changes, ``{"event": "left", "node": ...}`` when a member is
@@ -274,6 +280,8 @@ async def _run(args: argparse.Namespace) -> int:
             bind=args.bind,
             seeds=list(args.seed),
             pub_bind=args.pub_bind,
+            advertise=args.advertise,
+            advertise_pub=args.advertise_pub,
             timing=args.timing,
         )
     except ValueError as exc:  # bad endpoints or timings
@@ -283,6 +291,9 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: could not start the ZeroMQ adapter on {args.bind}: {exc}", file=sys.stderr)
         return 1
     endpoints = dict(adapter.endpoints)
+    bound = adapter.bound_endpoints
+    if bound != endpoints:
+        out.event("bound", f"bound pub {bound['pub']}, router {bound['router']}", **bound)
     if not args.json:
         log.info("seeds %s, loop %s", ", ".join(args.seed) or "none", type(asyncio.get_running_loop()).__module__)
     return await serve_node(
@@ -540,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bind", default="tcp://127.0.0.1:0", metavar="ENDPOINT",
                      help="ZeroMQ router bind endpoint (default tcp://127.0.0.1:0)")  # fmt: skip
     run.add_argument("--pub-bind", default=None, metavar="ENDPOINT", help="ZeroMQ pub bind endpoint")
+    run.add_argument("--advertise", default=None, metavar="ENDPOINT",
+                     help="router endpoint peers are told to connect to, when it differs from --bind "
+                     "(Docker, NAT, a proxy); --bind may then be a wildcard")  # fmt: skip
+    run.add_argument("--advertise-pub", default=None, metavar="ENDPOINT",
+                     help="pub endpoint peers are told (default with --advertise: its host, bound port)")  # fmt: skip
     run.add_argument("--seed", action="append", default=[], metavar="ENDPOINT",
                      help="router endpoint of an existing member (repeatable)")  # fmt: skip
     run.add_argument("--json", action="store_true", help="JSON event lines on stdout")

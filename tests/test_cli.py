@@ -139,6 +139,22 @@ def test_run_serves_websockets_and_sigterm_exits_0() -> None:
     asyncio.run(scenario())
 
 
+def test_run_advertises_what_it_is_told_and_says_where_it_is_bound() -> None:
+    async def scenario() -> None:
+        args = ("run", "presence_app:app", "--bind", "tcp://0.0.0.0:0", "--json")
+        args += ("--advertise", "tcp://127.0.0.1:7201", "--advertise-pub", "tcp://127.0.0.1:7202")
+        async with _spawn(*args) as proc:
+            bound = json.loads(await _line(proc, 20))
+            assert bound["event"] == "bound" and bound["router"].startswith("tcp://0.0.0.0:")
+            ready = json.loads(await _line(proc, 20))
+            assert (ready["event"], ready["router"], ready["pub"]) == ("ready", "tcp://127.0.0.1:7201", "tcp://127.0.0.1:7202")
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.communicate(), 15)
+            assert proc.returncode == 0
+
+    asyncio.run(scenario())
+
+
 # ---------------------------------------------------------------------- cluster
 def test_cluster_prints_urls_and_sigint_stops_every_child() -> None:
     async def scenario() -> None:

@@ -515,3 +515,28 @@ async def test_a_forgotten_peer_is_probed_at_its_router_until_something_answers(
     hello = g.decode(payload)
     assert isinstance(hello, g.Hello) and hello.node == a.id and hello.addr == a.adapter.endpoints
     assert a.stat("hellos") >= 1 and a.stat("gossip_probes") >= 1  # (a may have probed before we bound)
+
+
+# ---------------------------------------------------------------------- advertise, partitions
+async def test_advertised_endpoints_are_what_peers_are_told() -> None:
+    ad = await zeromq_adapter("tcp://0.0.0.0:0", advertise="tcp://127.0.0.1:7101")  # a wildcard bind is fine now
+    try:
+        bound = ad.bound_endpoints
+        assert bound["router"].startswith("tcp://0.0.0.0:") and bound["pub"].startswith("tcp://0.0.0.0:")
+        pub_port = bound["pub"].rpartition(":")[2]
+        # the PUB on the advertised host with its bound port, unless advertise_pub says otherwise
+        assert ad.endpoints == {"router": "tcp://127.0.0.1:7101", "pub": f"tcp://127.0.0.1:{pub_port}"}
+    finally:
+        await ad.close()
+    ad = await zeromq_adapter(LOCAL, advertise="tcp://10.0.0.5:7001", advertise_pub="tcp://10.0.0.5:7002")
+    try:
+        assert ad.endpoints == {"router": "tcp://10.0.0.5:7001", "pub": "tcp://10.0.0.5:7002"}
+        assert ad.bound_endpoints != ad.endpoints
+    finally:
+        await ad.close()
+    with pytest.raises(ValueError, match="wildcard"):
+        await zeromq_adapter(LOCAL, advertise="tcp://*:7001")
+    with pytest.raises(ValueError, match="advertise must be an endpoint"):
+        await zeromq_adapter(LOCAL, advertise="10.0.0.5:7001")
+    with pytest.raises(ValueError, match="one endpoint"):
+        await zeromq_adapter(LOCAL, advertise="tcp://10.0.0.5:7001", advertise_pub="tcp://10.0.0.5:7001")
