@@ -4,7 +4,7 @@ The public API is what ``__all__`` lists; everything else is internal.
 """
 
 from superline_zmq._version import __version__ as __version__
-from superline_zmq.adapter import Adapter, Presence
+from superline_zmq.adapter import Adapter, Presence, PresenceEvents
 from superline_zmq.adapters.memory import MemoryAdapter, MemoryBus
 from superline_zmq.client import Backoff, Client, Subscription, connect
 from superline_zmq.contract import (
@@ -22,7 +22,7 @@ from superline_zmq.contract import (
 from superline_zmq.errors import ContractError, ErrorCode, SocketError, SuperlineError
 from superline_zmq.ids import ConnId, NodeId, UserId
 from superline_zmq.metrics import Metrics
-from superline_zmq.presence import ConnDescriptor, NodeInfo
+from superline_zmq.presence import ConnDescriptor, NodeInfo, PresenceChange, RoomDiff, UserPresence
 from superline_zmq.server import (
     Auth,
     Backpressure,
@@ -36,6 +36,7 @@ from superline_zmq.server import (
     Heartbeat,
     LocalView,
     MiddlewareInfo,
+    PresenceSubscription,
     Room,
     SocketServer,
     UserTarget,
@@ -75,8 +76,12 @@ __all__ = [
     "NodeId",
     "NodeInfo",
     "Presence",
+    "PresenceChange",
+    "PresenceEvents",
+    "PresenceSubscription",
     "Request",
     "Room",
+    "RoomDiff",
     "Serializer",
     "ServerRequest",
     "SocketError",
@@ -85,6 +90,7 @@ __all__ = [
     "SuperlineError",
     "Topic",
     "UserId",
+    "UserPresence",
     "UserTarget",
     "connect",
     "create_socket_server",

@@ -13,7 +13,10 @@ adapter carries three things:
   up on the way.
 - **presence** (optional, ``adapter.presence``; None when the adapter has none): the
   cluster-wide directory of connections behind ``srv.cluster`` and ``srv.is_online``.
-  The server writes this node's descriptors; reads answer for every live node.
+  The server writes this node's descriptors; reads answer for every live node. A
+  presence that also reports what changes (optional again: :class:`PresenceEvents`,
+  checked with ``isinstance``) powers ``srv.cluster.on_user`` and ``on_room``; an
+  adapter written before it keeps working, without those two.
 
 Delivery is at most once. An adapter never raises from ``publish``/``send`` because a
 peer is slow or gone: it drops, counts the drop in :meth:`Adapter.statistics`, and logs
@@ -26,12 +29,14 @@ from collections.abc import Callable, Mapping
 from typing import Protocol, runtime_checkable
 
 from superline_zmq.ids import NodeId
-from superline_zmq.presence import ConnDescriptor, NodeInfo
+from superline_zmq.presence import ConnDescriptor, NodeInfo, PresenceChange, UserPresence
 
 #: ``(channel, data)``: a publication from another node on a channel this node holds.
 ChannelHandler = Callable[[str, bytes], None]
 #: ``(sender, data)``: a direct message from another node.
 DirectHandler = Callable[[NodeId, bytes], None]
+#: Gets every :class:`~superline_zmq.presence.PresenceChange` of a presence, in order.
+ChangeHandler = Callable[[PresenceChange], None]
 
 
 @runtime_checkable
@@ -85,6 +90,37 @@ class Readiness(Protocol):
 
     def readiness(self) -> str | None:
         """None once this node has joined its cluster, else a short reason why not."""
+        ...
+
+
+@runtime_checkable
+class PresenceEvents(Protocol):
+    """A presence that reports what changes in what its queries see (optional on a :class:`Presence`).
+
+    Each change is one update's :class:`~superline_zmq.presence.PresenceDiff`: users that
+    came online (their first connection on a live node) or went offline (their last one
+    gone, or their node died or left), and per room the connections that joined and
+    left. Every change is reported exactly once, in the order the presence applied it, so
+    a watcher that adds them up holds what the queries answer. None of these block.
+    """
+
+    def watch(self, listener: ChangeHandler) -> Callable[[], None]:
+        """Call ``listener(change)`` for every change from now on (it must not raise, nor
+        block); returns a function that stops it. May start the machinery behind the events
+        (await :meth:`watching`)."""
+        ...
+
+    async def watching(self) -> None:
+        """Return once changes from every node reach the watchers (at once for a replica
+        kept in memory; the Redis adapter first loads its mirror)."""
+        ...
+
+    def online(self) -> list[UserPresence]:
+        """Every user online now, as :meth:`watch` s changes see it (synchronous)."""
+        ...
+
+    def members(self, room: str) -> list[ConnDescriptor]:
+        """Room ``room``'s members now, as :meth:`watch` s changes see it (synchronous)."""
         ...
 
 

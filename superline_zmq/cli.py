@@ -3,7 +3,7 @@
 Commands::
 
     superline-zmq run MODULE:APP [--adapter zeromq|redis] [--ws HOST:PORT] [--bind ENDPOINT] [--seed ENDPOINT ...]
-                                 [--metrics HOST:PORT] [--json] [--config FILE]
+                                 [--advertise ENDPOINT] [--metrics HOST:PORT] [--json] [--config FILE]
                                  [--curve-cert NAME.key_secret --curve-allow DIR]
     superline-zmq cluster MODULE:APP --nodes N [--host 127.0.0.1] [--ws-port BASE]
                       [--curve | --curve-cert NAME.key_secret --curve-allow DIR]
@@ -32,10 +32,16 @@ with ``--redis-url`` and the Redis adapter installed: ``pip install superline-zm
 ``superline-zmq-redis`` is the same command), listens, answers ``/healthz`` and
 ``/readyz`` on the WebSocket port (``--no-health`` turns that off), serves ``/metrics``,
 ``/healthz`` and ``/readyz`` on ``--metrics HOST:PORT`` (extra ``superline-zmq[metrics]``),
-and prints one JSON line to stdout once serving::
+and prints one JSON line to stdout once serving (``pub`` and ``router``: the endpoints
+peers are told, i.e. ``--advertise``/``--advertise-pub`` when given)::
 
     {"event": "ready", "node_id": "...", "ws": "ws://127.0.0.1:8080/", "pub": "tcp://...",
      "router": "tcp://...", "pid": 1234}
+
+With ``--advertise`` and ``--json`` it first prints ``{"event": "bound", "pub": ...,
+"router": ...}`` with the bound endpoints, as soon as the sockets are bound (before
+joining), so a harness that forwards the advertised endpoints
+(:mod:`superline_zmq.testing.faults`) knows where to.
 
 (``"metrics": "http://..."`` too with ``--metrics``; the Redis adapter's line has
 ``"prefix"`` instead of ``pub``/``router``.) With ``--json`` it also prints
@@ -336,7 +342,18 @@ def _watchdog(seconds: float) -> None:
 # ---------------------------------------------------------------------- run
 #: Options that belong to one adapter: setting one (flag, env or file) with the other is refused.
 ADAPTER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "zeromq": ("bind", "pub_bind", "seed", "timing", "ttl", "forget_after"),
+    "zeromq": (
+        "bind",
+        "pub_bind",
+        "advertise",
+        "advertise_pub",
+        "seed",
+        "timing",
+        "ttl",
+        "forget_after",
+        "curve_cert",
+        "curve_allow",
+    ),
     "redis": ("redis_url", "redis_prefix", "redis_presence_ttl", "redis_liveness_poll"),
 }
 
@@ -361,13 +378,22 @@ async def _zeromq_node(args: argparse.Namespace, out: Output) -> NodeSetup:
     curve = _curve_config(args)
     try:
         adapter = await zeromq_adapter(
-            bind=args.bind, seeds=list(args.seed), pub_bind=args.pub_bind, timing=args.timing, curve=curve
+            bind=args.bind,
+            seeds=list(args.seed),
+            pub_bind=args.pub_bind,
+            advertise=args.advertise,
+            advertise_pub=args.advertise_pub,
+            timing=args.timing,
+            curve=curve,
         )
     except ValueError as exc:  # bad endpoints or timings
         raise UsageError(str(exc)) from None
     except Exception as exc:  # zmq.ZMQError: an endpoint cannot be bound
         raise RuntimeFailure(f"could not start the ZeroMQ adapter on {args.bind}: {exc}") from None
     endpoints = dict(adapter.endpoints)
+    bound = adapter.bound_endpoints
+    if bound != endpoints:
+        out.event("bound", f"bound pub {bound['pub']}, router {bound['router']}", **bound)
     ready: dict[str, Any] = {"pub": endpoints.get("pub"), "router": endpoints.get("router")}
     if curve is not None:
         ready["key"] = curve.fingerprint
@@ -856,6 +882,11 @@ def build_parser(prog: str = PROG) -> config.LayeredParser:
     run.add_argument("--bind", default="tcp://127.0.0.1:0", metavar="ENDPOINT",
                      help="zeromq: router bind endpoint (default tcp://127.0.0.1:0)")  # fmt: skip
     run.add_argument("--pub-bind", default=None, metavar="ENDPOINT", help="zeromq: pub bind endpoint")
+    run.add_argument("--advertise", default=None, metavar="ENDPOINT",
+                     help="router endpoint peers are told to connect to, when it differs from --bind "
+                     "(Docker, NAT, a proxy); --bind may then be a wildcard")  # fmt: skip
+    run.add_argument("--advertise-pub", default=None, metavar="ENDPOINT",
+                     help="pub endpoint peers are told (default with --advertise: its host, bound port)")  # fmt: skip
     run.add_argument("--seed", action="append", default=[], metavar="ENDPOINT",
                      help="zeromq: router endpoint of an existing member "
                      "(repeatable; in the environment: comma-separated)")  # fmt: skip

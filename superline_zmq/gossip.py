@@ -48,6 +48,16 @@ The rules:
   it holds, makes it :class:`Pull` the slice (a :class:`~superline_zmq.presence.Snapshot`)
   directly from its owner, so a missed delta is repaired within one beat. A new member
   pulls every slice as it learns of each node.
+- **Presence changes.** Every update that changes what queries see is recorded as a
+  :class:`~superline_zmq.presence.PresenceChange` (users online/offline, room joins and
+  leaves; :meth:`Gossip.take_changes`), exactly once per change: a write to a slice, a
+  node's slice appearing (heard again) or vanishing (silent past ``ttl``, left, or
+  replaced by a restarted process). Queries and changes see liveness *as of the last
+  refresh* (:meth:`Gossip.refresh`, which every call runs first): a member is dropped
+  from both in one step the moment its ``ttl`` lapses, so a count a change reports is
+  the count a query gives. Changes made while the node joins (until
+  :meth:`Gossip.end_join`, and the first slices of the members it knows then) are marked
+  ``initial``: they reveal state that predates this node.
 
 Evolving the wire (as with msgspec structs everywhere here): a new field is appended
 with a default, and a tag is never reused for another shape. The ``"beat"`` tag (the
@@ -58,6 +68,7 @@ old beat that listed every member) is retired: a node that still sends it is cou
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import Random
@@ -66,7 +77,17 @@ import msgspec
 
 from superline_zmq.ids import NodeId
 from superline_zmq.membership import ALIVE, Addr, Admission, Liveness, Membership
-from superline_zmq.presence import ConnDescriptor, Delta, LocalSlice, NodeInfo, PresenceReplica, Snapshot
+from superline_zmq.presence import (
+    ConnDescriptor,
+    Delta,
+    LocalSlice,
+    NodeInfo,
+    PresenceChange,
+    PresenceDiff,
+    PresenceReplica,
+    Snapshot,
+    UserPresence,
+)
 from superline_zmq.probes import Prober
 
 __all__ = [
@@ -242,9 +263,17 @@ class Gossip:
         self.ttl = ttl
         self._clock = clock
         self.rng = rng if rng is not None else Random(node)
+        #: Nodes whose slices queries (and changes) see: alive as of the last refresh.
+        self._shown: set[NodeId] = set()
+        #: No node in ``_shown`` can have died before this (the earliest ttl lapse; a hint).
+        self._next_death = math.inf
         self.replica = PresenceReplica(
-            node, ttl=ttl, forget_after=forget_after, clock=clock, liveness=self._replica_alive
+            node, ttl=ttl, forget_after=forget_after, clock=clock, liveness=self._shown.__contains__
         )
+        #: What changed in what queries see, oldest first, until a driver takes them.
+        self.changes: list[PresenceChange] = []
+        self._joining = False
+        self._awaiting: set[NodeId] = set()  # after end_join: members whose first slice is still initial
         #: Every node we have heard of, with its liveness (the single source of it).
         self.membership = Membership(node, ttl=ttl, forget_after=self.replica.forget_after)
         self.local = LocalSlice(node)
@@ -259,6 +288,7 @@ class Gossip:
         for seed in seeds:
             self.prober.add_seed(seed, now)
         self._last_tick: float | None = None
+        self._awake_at: float | None = None  # the last tick, or the end of a stall: a longer silence is ours
         self._last_sync: float | None = None  # when we last asked a member for its view
         #: This node's view as of its last heartbeat (itself included), and its digest.
         self.view: list[Peer] = [Peer(node, self.addr)]
@@ -299,13 +329,9 @@ class Gossip:
         actions: list[Action] = []
         now = self._clock()
         members = self.membership
-        if self._last_tick is not None and now - self._last_tick > self.ttl:
-            # We were stalled (a paused process, a blocked loop) longer than the TTL: the
-            # silence we measured is ours, not theirs. Give every peer a fresh TTL to be heard
-            # again instead of forgetting the whole cluster on resume.
-            self.stats["stalls"] += 1
-            members.stalled(now)
         self._last_tick = now
+        self.refresh()  # a stall, and members whose ttl lapsed: gone from queries, with their changes
+        self._awake_at = now
         for node, connected in members.expire(now):
             self.stats["expired"] += 1
             actions.extend(self._forget_slice(node, connected))
@@ -328,16 +354,18 @@ class Gossip:
 
     def put(self, desc: ConnDescriptor) -> list[Action]:
         """Add or replace one of this node's connections."""
+        self.refresh()
         delta = self.local.put(desc)
-        self.replica.apply(delta)
+        self._note(self.replica.apply(delta).diff, own=True)
         return [Broadcast(encode(delta))]
 
     def remove(self, conn_id: str) -> list[Action]:
         """Remove one of this node's connections."""
+        self.refresh()
         delta = self.local.remove(conn_id)
         if delta is None:
             return []
-        self.replica.apply(delta)
+        self._note(self.replica.apply(delta).diff, own=True)
         return [Broadcast(encode(delta))]
 
     def leave(self) -> list[Action]:
@@ -355,8 +383,77 @@ class Gossip:
         if node == self.node:
             return []
         self.stats["evicted"] += 1
+        self._forget_slice(node, False)  # while its slice is still visible: its connections leave now
         connected = self.membership.left(node, self._clock())
-        return self._forget_slice(node, connected)
+        return [Disconnect(node)] if connected else []
+
+    # ------------------------------------------------------------------ presence changes
+    def refresh(self) -> None:
+        """Bring what queries see up to date with liveness now: a member whose ``ttl`` lapsed
+        vanishes (its change recorded). Cheap when nothing is due; every call runs it first.
+
+        It also notices a stall: if this machine has not ticked for longer than ``ttl`` (a
+        paused process, a blocked loop), the silence it measured is its own, not its peers':
+        every peer gets a fresh ``ttl`` to be heard again instead of the whole cluster being
+        forgotten on resume.
+        """
+        now = self._clock()
+        if self._awake_at is not None and now - self._awake_at > self.ttl:
+            self.stats["stalls"] += 1
+            self.membership.stalled(now)
+            self._awake_at = now
+            for node in self.replica.nodes():
+                if node != self.node and node not in self._shown and self.membership.alive(node, now):
+                    self._show(node, True)
+        if now <= self._next_death:
+            return
+        nxt = math.inf
+        for node in list(self._shown):
+            m = self.membership.get(node)
+            if m is not None and self.membership.alive(node, now):
+                nxt = min(nxt, m.heard_at + self.ttl)
+            else:
+                self._show(node, False)
+        self._next_death = nxt
+
+    def take_changes(self) -> list[PresenceChange]:
+        """The changes recorded since the last call, oldest first (a driver takes them after
+        every call into this machine)."""
+        out, self.changes = self.changes, []
+        return out
+
+    def begin_join(self) -> None:
+        """This node starts joining: the changes it records until :meth:`end_join` are initial."""
+        self._joining = True
+
+    def end_join(self) -> None:
+        """Joining is over (the adapter's start returns): from now on only the first slices of
+        the members being pulled right now are initial; everything else is a change."""
+        if not self._joining:
+            return
+        self._joining = False
+        self._awaiting = {m.node for m in self.membership.members(self._clock()) if m.pull_sent_at is not None}
+
+    @property
+    def joining(self) -> bool:
+        """Whether changes are initial right now (between :meth:`begin_join` and :meth:`end_join`)."""
+        return self._joining
+
+    def _note(self, diff: PresenceDiff, initial: bool = False, *, own: bool = False) -> None:
+        if diff:
+            self.changes.append(PresenceChange(diff, not own and (initial or self._joining)))
+
+    def _show(self, node: NodeId, visible: bool) -> None:
+        """``node``'s slice appears in (or vanishes from) what queries see, with its change."""
+        if visible:
+            self._shown.add(node)
+            m = self.membership.get(node)
+            if m is not None:
+                self._next_death = min(self._next_death, m.heard_at + self.ttl)
+        else:
+            self._shown.discard(node)
+            self._awaiting.discard(node)
+        self._note(self.replica.liveness_changed(node, visible))
 
     # ------------------------------------------------------------------ inbound
     def receive(self, data: bytes) -> list[Action]:
@@ -364,6 +461,7 @@ class Gossip:
         msg = decode(data)
         if msg.node == self.node:
             return []  # our own message echoed back (a transport may loop back)
+        self.refresh()
         match msg:
             case Delta():
                 return self._on_delta(msg)
@@ -385,7 +483,9 @@ class Gossip:
         if self.membership.is_left(node):
             return []
         actions = self._heard(node, None)
-        result = self.replica.apply(d).outcome
+        update = self.replica.apply(d)
+        self._note(update.diff)
+        result = update.outcome
         if result == "stale":
             self.stats["stale"] += 1
         elif result == "gap":
@@ -421,7 +521,11 @@ class Gossip:
             return []
         actions = self._heard(node, None)
         self.membership.pull_done(node)
-        if not self.replica.apply_snapshot(s).applied:
+        initial = node in self._awaiting  # the first slice of a member known when we joined
+        self._awaiting.discard(node)
+        update = self.replica.apply_snapshot(s)
+        self._note(update.diff, initial)
+        if not update.applied:
             self.stats["stale"] += 1
         return actions
 
@@ -435,7 +539,7 @@ class Gossip:
             # a restarted process reusing its node id: its sequence restarted, so drop the
             # old slice and pull the new one
             self.membership.pull_done(node)
-            self.replica.forget(node)
+            self._note(self.replica.forget(node).diff)  # the old process's connections are gone
         actions = self._heard(node, h.addr, hello=True)  # first-hand: whoever it is, it is here now
         m = self.membership.get(node)
         if m is not None and m.is_member and not self.membership.pulling(node) and h.seq > self.replica.seq_of(node):
@@ -460,15 +564,19 @@ class Gossip:
     def _on_leave(self, msg: Leave) -> list[Action]:
         node = NodeId(msg.node)
         self.stats["left"] += 1
+        self._forget_slice(node, False)  # while its slice is still visible: its connections leave now
         connected = self.membership.left(node, self._clock())
-        return self._forget_slice(node, connected)
+        return [Disconnect(node)] if connected else []
 
     # ------------------------------------------------------------------ membership
     def _heard(self, node: NodeId, addr: Addr | None, *, hello: bool = False) -> list[Action]:
         """``node`` spoke to us: it is alive; connect and pull if it is a new member."""
-        admission = self.membership.heard(node, self._clock(), addr, hello=hello)
+        now = self._clock()
+        admission = self.membership.heard(node, now, addr, hello=hello)
         if admission is not Admission.IGNORED:
             self.replica.heard(node)  # holds its slice from now on (topology lists it)
+            if node not in self._shown and self.membership.alive(node, now):
+                self._show(node, True)  # back (or new): its slice appears
         return self._admitted(node, admission)
 
     def _named(self, node: NodeId, addr: Addr) -> list[Action]:
@@ -494,15 +602,14 @@ class Gossip:
     def _forget_slice(self, node: NodeId, connected: bool) -> list[Action]:
         """``node`` left or was forgotten: drop its slice, and disconnect if we were connected."""
         if self.replica.known(node):
-            self.replica.forget(node)
+            self._note(self.replica.forget(node).diff)
+        self._shown.discard(node)
+        self._awaiting.discard(node)
         return [Disconnect(node)] if connected else []
 
     def _members(self) -> list[Peer]:
         now = self._clock()
         return [Peer(m.node, m.addr) for m in self.membership.members(now) if m.state is ALIVE and m.addr is not None]
-
-    def _replica_alive(self, node: NodeId) -> bool:
-        return self.membership.alive(node, self._clock())
 
     def alive(self, node: NodeId) -> bool:
         """Whether ``node`` is a live member (this node always is)."""
@@ -521,12 +628,24 @@ class Gossip:
 
 
 class GossipPresence:
-    """The adapter seam's presence over :class:`Gossip`: writes become deltas, reads are local."""
+    """The adapter seam's presence over :class:`Gossip`: writes become deltas, reads are local.
+
+    It is also a :class:`~superline_zmq.adapter.PresenceEvents`: after every call into the
+    machine the driver hands each change it recorded to the :attr:`watchers`, in order.
+    Reads refresh liveness first, so a query and the changes agree at every moment.
+    """
 
     def __init__(self, gossip: Gossip, execute: Callable[[list[Action]], None]) -> None:
         self._gossip = gossip
         self._replica = gossip.replica
         self._execute = execute
+        self._watchers: list[Callable[[PresenceChange], None]] = []
+
+    def _fresh(self) -> PresenceReplica:
+        # liveness as of now; the changes that brings go out (execute hands them over)
+        self._gossip.refresh()
+        self._execute([])
+        return self._replica
 
     def put(self, desc: ConnDescriptor) -> None:
         self._execute(self._gossip.put(desc))
@@ -535,19 +654,47 @@ class GossipPresence:
         self._execute(self._gossip.remove(conn_id))
 
     async def count(self) -> int:
-        return self._replica.count()
+        return self._fresh().count()
 
     async def connections(self) -> list[ConnDescriptor]:
-        return self._replica.connections()
+        return self._fresh().connections()
 
     async def by_user(self, user_id: str) -> list[ConnDescriptor]:
-        return self._replica.by_user(user_id)
+        return self._fresh().by_user(user_id)
 
     async def room(self, name: str) -> list[ConnDescriptor]:
-        return self._replica.room(name)
+        return self._fresh().room(name)
 
     async def is_online(self, user_id: str) -> bool:
-        return self._replica.is_online(user_id)
+        return self._fresh().is_online(user_id)
 
     async def topology(self) -> list[NodeInfo]:
-        return self._replica.topology()
+        return self._fresh().topology()
+
+    # ------------------------------------------------------------------ PresenceEvents
+    def watch(self, listener: Callable[[PresenceChange], None]) -> Callable[[], None]:
+        """Call ``listener(change)`` for every change from now on; returns the unsubscribe."""
+        self._watchers.append(listener)
+
+        def off() -> None:
+            if listener in self._watchers:
+                self._watchers.remove(listener)
+
+        return off
+
+    async def watching(self) -> None:
+        """Changes from every node reach watchers as soon as they watch: nothing to wait for."""
+
+    def online(self) -> list[UserPresence]:
+        """Every user online now (synchronous)."""
+        self._fresh()
+        return self._replica.online()
+
+    def members(self, room: str) -> list[ConnDescriptor]:
+        """Room ``room``'s members now (synchronous)."""
+        return self._fresh().room(room)
+
+    @property
+    def watchers(self) -> list[Callable[[PresenceChange], None]]:
+        """The watchers, in the order they subscribed (the driver calls them)."""
+        return list(self._watchers)

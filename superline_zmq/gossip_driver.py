@@ -13,6 +13,11 @@ The driver does the rest, the same way for every adapter:
 - malformed messages are counted (``bad_gossip``) and logged, rate-limited, and never
   raise; a link call that raises is logged and counted (``link_errors``) and never stops
   the driver;
+- after every call into the machine it hands the presence changes the machine recorded
+  to the presence's watchers (:meth:`GossipPresence.watch
+  <superline_zmq.gossip.GossipPresence.watch>`), in order; a watcher that raises is
+  logged and counted (``watcher_errors``) and never stops the driver or the others. From
+  :meth:`start` until the adapter calls :meth:`end_join`, changes are marked initial;
 - liveness is read one way, through :meth:`GossipDriver.alive` (routing) and the
   presence replica (queries), both answered by the machine's membership — so a crashed
   node is dead for routing and for presence at the same moment, ``ttl`` after its last
@@ -134,13 +139,15 @@ class GossipDriver:
         self._task: asyncio.Task[None] | None = None
         self._joined = asyncio.Event()
         self._closed = False
-        self._stats = {"bad_gossip": 0, "link_errors": 0, "tick_errors": 0}
+        self._stats = {"bad_gossip": 0, "link_errors": 0, "tick_errors": 0, "watcher_errors": 0}
+        self._emitting = False
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start the tick loop (the first tick, and beat, happens at once)."""
         if self._task is not None or self._closed:
             raise RuntimeError("this gossip driver was already started")
+        self.gossip.begin_join()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"gossip tick {self.node}")
 
     async def close(self, *, leave: bool = True) -> None:
@@ -156,6 +163,11 @@ class GossipDriver:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def end_join(self) -> None:
+        """The adapter has joined (its ``start`` returns, joined or alone): what this node learns
+        from now on is a change, not initial state (see :meth:`Gossip.end_join`)."""
+        self.gossip.end_join()
 
     @property
     def closed(self) -> bool:
@@ -206,8 +218,10 @@ class GossipDriver:
         return True
 
     def execute(self, actions: list[Action]) -> None:
-        """Carry out the machine's actions on the link; a closed driver says nothing."""
+        """Carry out the machine's actions on the link, then hand its recorded presence changes
+        to the watchers; a closed driver says nothing."""
         if self._closed:
+            self.gossip.take_changes()
             return
         link = self._link
         for action in actions:
@@ -226,6 +240,24 @@ class GossipDriver:
             except Exception as exc:
                 self._stats["link_errors"] += 1
                 self._rlog.log(logging.ERROR, "link", "failed to carry out %r: %r", action, exc)
+        if self.gossip.changes:
+            self._emit()
+
+    def _emit(self) -> None:
+        if self._emitting:
+            return  # a watcher wrote presence: its change goes out after those already taken
+        self._emitting = True
+        try:
+            while self.gossip.changes:
+                for change in self.gossip.take_changes():
+                    for watcher in self.presence.watchers:
+                        try:
+                            watcher(change)
+                        except Exception as exc:
+                            self._stats["watcher_errors"] += 1
+                            self._rlog.log(logging.ERROR, "watcher", "a presence watcher raised: %r", exc)
+        finally:
+            self._emitting = False
 
     def evict(self, node: NodeId) -> None:
         """Drop ``node`` at once, as if it had left (:meth:`Gossip.evict`): its key was revoked."""
@@ -267,9 +299,9 @@ class GossipDriver:
         return not self._closed
 
     def statistics(self) -> dict[str, int]:
-        """``bad_gossip``, ``link_errors``, ``tick_errors``; the gauges ``members`` (known, 0 once
-        closed), ``members_alive`` (of those, alive) and ``presence_connections`` (connections
-        on live nodes); and the machine's own counters prefixed ``gossip_``."""
+        """``bad_gossip``, ``link_errors``, ``tick_errors``, ``watcher_errors``; the gauges ``members``
+        (known, 0 once closed), ``members_alive`` (of those, alive) and ``presence_connections``
+        (connections on live nodes); and the machine's own counters prefixed ``gossip_``."""
         stats = dict(self._stats)
         members = self.members()
         stats["members"] = len(members)

@@ -16,6 +16,7 @@ from superline_zmq import names
 from superline_zmq.contract import SHARED, Entry, ServerRequest
 from superline_zmq.ids import ConnId
 from superline_zmq.presence import ConnDescriptor, NodeInfo
+from superline_zmq.presence_events import PresenceSubscription, RoomListener, UserListener
 
 if TYPE_CHECKING:
     from superline_zmq.connection import ConnCore
@@ -285,7 +286,8 @@ class LocalView:
 class ClusterView:
     """The whole cluster as the adapter's presence knows it; every read is async.
 
-    Raises :class:`~superline_zmq.SuperlineError` on an adapter without presence.
+    Raises :class:`~superline_zmq.SuperlineError` on an adapter without presence. The
+    two ``on_*`` methods subscribe to its changes (see :mod:`superline_zmq.presence_events`).
     """
 
     def __init__(self, router: Router) -> None:
@@ -310,3 +312,31 @@ class ClusterView:
     async def topology(self) -> list[NodeInfo]:
         """Every known node: connection count, rooms, and whether it is alive."""
         return await self._router.presence().topology()
+
+    def on_user(self, listener: UserListener, *, initial: bool = True) -> PresenceSubscription:
+        """Call ``listener(UserPresence)`` whenever a user comes online or goes offline, anywhere.
+
+        Fired on every node, exactly once per transition: a user's first connection on a
+        live node (``online=True``) and its last one gone (``online=False``, its node's
+        crash or leave included); a second device, or a move between nodes that overlaps,
+        fires nothing. ``node_id`` is the node whose change caused it, ``connections``
+        the user's count on live nodes after it. ``initial``: first call it for every user
+        online now (and for what this node learns while it joins); ``False``: only for
+        what changes from now on. ``listener`` may be sync or async; what it raises goes
+        to ``on_error``. Returns a handle: call it to unsubscribe; ``await handle.ready``
+        to know it is live. May be called before the server starts. Raises
+        :class:`~superline_zmq.SuperlineError` on an adapter whose presence reports no
+        changes (once started; before that, ``ready`` raises it and ``on_error`` gets it).
+        """
+        return self._router.hub.on_user(listener, initial=initial)
+
+    def on_room(self, name: str, listener: RoomListener, *, initial: bool = True) -> PresenceSubscription:
+        """Call ``listener(RoomDiff)`` whenever room ``name`` gains or loses members, on any node.
+
+        One call per presence update, with the connections that joined and left together
+        (``joins``, ``leaves``: descriptors, oldest first); a node's crash or leave takes
+        its members out in one diff, and a descriptor replaced while it stays in the room
+        leaves with its old fields and joins with its new ones. ``initial``: first call it
+        with the room's current members as joins. Otherwise as :meth:`on_user`.
+        """
+        return self._router.hub.on_room(name, listener, initial=initial)

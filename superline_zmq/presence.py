@@ -136,6 +136,19 @@ NO_CHANGE = PresenceDiff()
 
 
 @dataclass(frozen=True)
+class PresenceChange:
+    """One update's diff as a presence reports it to its watchers.
+
+    ``initial``: the diff shows state that was there before this node joined (the slices
+    it pulls while it joins), not something that changed while it watched; a listener
+    that asked for ``initial=False`` skips it.
+    """
+
+    diff: PresenceDiff
+    initial: bool = False
+
+
+@dataclass(frozen=True)
 class Update:
     """The result of a write: the ``outcome`` for the writer's bookkeeping, and the ``diff``."""
 
@@ -422,6 +435,16 @@ class PresenceReplica:
             if self.alive(node):
                 out.append(self._slices[node].conns[cid])
         return sorted(out, key=_order)
+
+    def online(self) -> list[UserPresence]:
+        """Every user with a connection on a live node, as if each had just come online: its
+        count, and the node of its oldest connection. Sorted by user."""
+        out = []
+        for user in sorted(self._by_user):
+            live = self._live(self._by_user[user])
+            if live:
+                out.append(UserPresence(user, True, live[0].node_id, len(live)))
+        return out
 
     def get(self, conn_id: str) -> ConnDescriptor | None:
         """The descriptor of ``conn_id`` if its node is alive."""

@@ -38,6 +38,7 @@ from superline_zmq.errors import ErrorCode, SocketError, SuperlineError
 from superline_zmq.ids import ConnId, NodeId, node_of
 from superline_zmq.logs import RateLimitedLog
 from superline_zmq.presence import RESERVED_FIELDS, ConnDescriptor
+from superline_zmq.presence_events import PresenceHub
 from superline_zmq.validation import validation_error
 
 if TYPE_CHECKING:
@@ -80,9 +81,12 @@ class Router:
         *,
         identify: Callable[[Conn], Any] | None = None,
         describe_conn: Callable[[Conn], Any] | None = None,
+        hub: PresenceHub | None = None,
     ) -> None:
         self._core = core
         self.adapter = adapter
+        #: The app's presence listeners (the server's; it outlives a router replaced before start).
+        self.hub = hub if hub is not None else PresenceHub(report=core.report, spawn=core.tasks.spawn, stats=core.stats)
         self.channels: ChannelTable[ConnCore] = ChannelTable(adapter, core.tasks.spawn)
         self.identify = identify
         self.describe_conn = describe_conn
@@ -94,6 +98,7 @@ class Router:
         """Join the cluster through the adapter."""
         self.started = True
         await self.adapter.start(self._core.node_id, self.on_channel, self.on_direct)
+        self.hub.attach(self.adapter.presence, self.adapter.name)
 
     async def close(self) -> None:
         """Let pending channel operations finish, then leave the cluster."""

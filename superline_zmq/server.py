@@ -54,6 +54,7 @@ from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
 from superline_zmq.limits import OVER_TOTAL, ConnectionLimits, OriginPolicy
 from superline_zmq.logs import RateLimitedLog
 from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
+from superline_zmq.presence_events import PresenceHub, PresenceSubscription
 from superline_zmq.routing import BusListener, BusMeta, Listener, Router
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerSession, ServerStats
 from superline_zmq.tasks import Reporter, maybe_await
@@ -151,6 +152,7 @@ class SocketServer:
         self._identify = identify
         self._describe_conn = describe_conn
         self._handlers: dict[str, dict[str, Handler]] = {}
+        self._hub = PresenceHub(report=self._reporter, spawn=core.tasks.spawn, stats=core.stats)
         #: The adapter linking this node to the others (a private in-process one by default).
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = self._make_router(self.adapter)
@@ -173,7 +175,7 @@ class SocketServer:
         self.cluster = ClusterView(self._router)
 
     def _make_router(self, adapter: Adapter) -> Router:
-        return Router(self._core, adapter, identify=self._identify, describe_conn=self._describe_conn)
+        return Router(self._core, adapter, identify=self._identify, describe_conn=self._describe_conn, hub=self._hub)
 
     @property
     def heartbeat(self) -> Heartbeat | None:
@@ -361,6 +363,7 @@ class SocketServer:
                 await self._listener.wait_closed()
             await core.hooks.wait(timeout=SLOW_CLOSE_GRACE * 5)
             await core.calls.close()
+            self._hub.close()  # no listener runs from here on: nothing is spawned after the tasks close
             await core.tasks.close()
             core.fail_all(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             await self._router.close()
@@ -785,6 +788,7 @@ __all__ = [
     "Heartbeat",
     "LocalView",
     "MiddlewareInfo",
+    "PresenceSubscription",
     "Room",
     "ServerStats",
     "SocketServer",

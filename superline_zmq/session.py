@@ -107,6 +107,8 @@ class ServerStats:
     targeted_sent: int = 0
     remote_requests: int = 0
     presence_errors: int = 0
+    #: Presence events dropped because an async listener had too many waiting.
+    presence_events_dropped: int = 0
     server_requests: int = 0
     #: Requests to this node's clients that got no answer in time.
     server_requests_timed_out: int = 0

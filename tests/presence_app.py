@@ -10,18 +10,36 @@ through its ``admin`` role, whose requests call the server API being tested
   ``on_connection`` joins the listed rooms (before the presence snapshot is taken).
 - ``confirm`` is a shared server request; ``notice`` a shared event; ``whoami`` tells a
   client its connection id and node.
+- Every node records its presence events from the start (``srv.cluster.on_user``, and
+  ``on_room`` for :data:`WATCHED_ROOMS`, both with ``initial=True``); the admin request
+  ``events`` returns them, oldest first, with the node's monotonic clock at each.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import msgspec
 
-from superline_zmq import Auth, Conn, Handshake, SocketServer, create_socket_server, define_contract, event, request
+from superline_zmq import (
+    Auth,
+    Conn,
+    Handshake,
+    RoomDiff,
+    SocketServer,
+    UserPresence,
+    create_socket_server,
+    define_contract,
+    event,
+    request,
+)
 from superline_zmq import server_request as s_request
 from superline_zmq.presence import ConnDescriptor, NodeInfo
+
+#: Rooms whose presence events every node records.
+WATCHED_ROOMS = ("lobby", "watched")
 
 
 class Text(msgspec.Struct):
@@ -92,6 +110,19 @@ class UserState(msgspec.Struct):
     acks: int = 0
 
 
+class PresenceEvent(msgspec.Struct, kw_only=True):
+    """One presence event a node's listener got: a user's (``user`` set) or a room's (``room`` set)."""
+
+    at: float  # the node's time.monotonic()
+    user: str | None = None
+    online: bool = False
+    node: str = ""
+    connections: int = 0
+    room: str | None = None
+    joins: list[str] = []
+    leaves: list[str] = []
+
+
 api = define_contract(
     shared={
         "client_to_server": {"whoami": request(None, Me)},
@@ -122,6 +153,7 @@ api = define_contract(
                 "leave": request(Membership, None),
                 "broadcast": request(RoomMsg, None),
                 "stats": request(None, dict[str, int]),
+                "events": request(None, list[PresenceEvent]),
             }
         },
     },
@@ -150,6 +182,22 @@ def build_server(**options: Any) -> SocketServer:
         describe_conn=lambda conn: {"plan": conn.ctx["plan"]} if "plan" in conn.ctx else {},
         **options,
     )
+    recorded: list[PresenceEvent] = []
+
+    def on_user(up: UserPresence) -> None:
+        recorded.append(
+            PresenceEvent(
+                at=time.monotonic(), user=up.user_id, online=up.online, node=up.node_id, connections=up.connections
+            )
+        )
+
+    def on_room(diff: RoomDiff) -> None:
+        joins, leaves = [d.id for d in diff.joins], [d.id for d in diff.leaves]
+        recorded.append(PresenceEvent(at=time.monotonic(), room=diff.room, joins=joins, leaves=leaves))
+
+    srv.cluster.on_user(on_user)
+    for room in WATCHED_ROOMS:
+        srv.cluster.on_room(room, on_room)
 
     def local_conn(id: str) -> Conn:
         conn = srv.get(id)
@@ -218,6 +266,7 @@ def build_server(**options: Any) -> SocketServer:
                 "leave": leave,
                 "broadcast": broadcast,
                 "stats": stats,
+                "events": lambda _, ctx, conn: list(recorded),
             },
         }
     )

@@ -267,6 +267,20 @@ def test_run_with_curve_reloads_its_allow_list_on_sighup(tmp_path: Path) -> None
             _, err = await asyncio.wait_for(proc.communicate(), 15)
             assert proc.returncode == 0, err.decode()
 
+
+def test_run_advertises_what_it_is_told_and_says_where_it_is_bound() -> None:
+    async def scenario() -> None:
+        args = ("run", "presence_app:app", "--bind", "tcp://0.0.0.0:0", "--json")
+        args += ("--advertise", "tcp://127.0.0.1:7201", "--advertise-pub", "tcp://127.0.0.1:7202")
+        async with _spawn(*args) as proc:
+            bound = json.loads(await _line(proc, 20))
+            assert bound["event"] == "bound" and bound["router"].startswith("tcp://0.0.0.0:")
+            ready = json.loads(await _line(proc, 20))
+            assert (ready["event"], ready["router"], ready["pub"]) == ("ready", "tcp://127.0.0.1:7201", "tcp://127.0.0.1:7202")
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.communicate(), 15)
+            assert proc.returncode == 0
+
     asyncio.run(scenario())
 
 

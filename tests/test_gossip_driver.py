@@ -307,3 +307,57 @@ def test_statistics_merge_the_machines_counters() -> None:
     assert {"bad_gossip", "link_errors", "tick_errors", "members", "gossip_pulls", "gossip_expired"} <= set(stats)
     assert all(isinstance(v, int) for v in stats.values())
     assert decode(d.hello()).node == "A"
+
+
+async def test_changes_reach_every_watcher_in_order_and_a_raising_one_is_counted(cluster: Cluster) -> None:
+    a, b, _ = await three(cluster)
+    got: list[tuple[str, bool]] = []
+
+    def bad(change: object) -> None:
+        raise RuntimeError("boom")
+
+    a.presence.watch(bad)
+    off = a.presence.watch(lambda ch: got.extend((u.user_id, u.online) for u in ch.diff.users))
+    b.presence.put(desc("b1", "B", "bob"))
+    await cluster.clock.settle()
+    b.presence.remove("b1")
+    await cluster.clock.settle()
+    assert got == [("bob", True), ("bob", False)]
+    assert a.statistics()["watcher_errors"] == 2
+    off()
+    b.presence.put(desc("b2", "B", "bea"))
+    await cluster.clock.settle()
+    assert got == [("bob", True), ("bob", False)]
+
+
+async def test_a_crash_is_a_change_at_the_tick_after_the_ttl(cluster: Cluster) -> None:
+    a, _, c = await three(cluster)
+    c.presence.put(desc("c1", "C", "cat"))
+    await cluster.clock.settle()
+    offline: list[float] = []
+    a.presence.watch(lambda ch: offline.extend(cluster.clock() for u in ch.diff.users if not u.online))
+    cluster.crash("C")
+    crashed = cluster.clock()
+    await cluster.clock.run(TIMING.ttl + 2 * TIMING.heartbeat_interval)
+    assert len(offline) == 1  # once, by the tick: nobody read presence meanwhile
+    assert TIMING.ttl < offline[0] - crashed <= TIMING.ttl + TIMING.heartbeat_interval
+
+
+async def test_a_watcher_that_writes_presence_sees_its_change_after_those_already_recorded(cluster: Cluster) -> None:
+    a, b, c = await three(cluster)
+    b.presence.put(desc("b1", "B", "bob"))
+    c.presence.put(desc("c1", "C", "cat"))
+    await cluster.clock.settle()
+    seen: list[tuple[str, bool]] = []
+
+    def watcher(change: object) -> None:
+        for up in change.diff.users:  # type: ignore[attr-defined]
+            seen.append((up.user_id, up.online))
+            if not up.online and len(seen) == 1:
+                a.presence.put(desc("a1", "A", "ann"))  # a write from inside a watcher
+
+    a.presence.watch(watcher)
+    cluster.crash("B")
+    cluster.crash("C")  # both die at the same tick: two changes recorded in one step
+    await cluster.clock.run(TIMING.ttl + 2 * TIMING.heartbeat_interval)
+    assert sorted(seen[:2]) == [("bob", False), ("cat", False)] and seen[2:] == [("ann", True)]

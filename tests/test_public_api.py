@@ -23,6 +23,12 @@ EXPECTED_ALL = {
     "NodeInfo",
     "Presence",
     "UserTarget",
+    # presence events
+    "PresenceChange",
+    "PresenceEvents",
+    "PresenceSubscription",
+    "RoomDiff",
+    "UserPresence",
     "Adapter",
     "BusMeta",
     "BusSubscription",

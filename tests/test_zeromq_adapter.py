@@ -24,6 +24,7 @@ from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, ZeroMQAdapter, zeromq_ad
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
 from superline_zmq.testing.conformance import AdapterConformance, Node
+from superline_zmq.testing.faults import FaultProxy
 from superline_zmq.timing import ClusterTiming
 
 #: Fast gossip for these tests (a crash is noticed after ttl).
@@ -515,3 +516,79 @@ async def test_a_forgotten_peer_is_probed_at_its_router_until_something_answers(
     hello = g.decode(payload)
     assert isinstance(hello, g.Hello) and hello.node == a.id and hello.addr == a.adapter.endpoints
     assert a.stat("hellos") >= 1 and a.stat("gossip_probes") >= 1  # (a may have probed before we bound)
+
+
+# ---------------------------------------------------------------------- advertise, partitions
+async def test_advertised_endpoints_are_what_peers_are_told() -> None:
+    ad = await zeromq_adapter("tcp://0.0.0.0:0", advertise="tcp://127.0.0.1:7101")  # a wildcard bind is fine now
+    try:
+        bound = ad.bound_endpoints
+        assert bound["router"].startswith("tcp://0.0.0.0:") and bound["pub"].startswith("tcp://0.0.0.0:")
+        pub_port = bound["pub"].rpartition(":")[2]
+        # the PUB on the advertised host with its bound port, unless advertise_pub says otherwise
+        assert ad.endpoints == {"router": "tcp://127.0.0.1:7101", "pub": f"tcp://127.0.0.1:{pub_port}"}
+    finally:
+        await ad.close()
+    ad = await zeromq_adapter(LOCAL, advertise="tcp://10.0.0.5:7001", advertise_pub="tcp://10.0.0.5:7002")
+    try:
+        assert ad.endpoints == {"router": "tcp://10.0.0.5:7001", "pub": "tcp://10.0.0.5:7002"}
+        assert ad.bound_endpoints != ad.endpoints
+    finally:
+        await ad.close()
+    with pytest.raises(ValueError, match="wildcard"):
+        await zeromq_adapter(LOCAL, advertise="tcp://*:7001")
+    with pytest.raises(ValueError, match="advertise must be an endpoint"):
+        await zeromq_adapter(LOCAL, advertise="10.0.0.5:7001")
+    with pytest.raises(ValueError, match="one endpoint"):
+        await zeromq_adapter(LOCAL, advertise="tcp://10.0.0.5:7001", advertise_pub="tcp://10.0.0.5:7001")
+
+
+async def test_a_partition_through_proxies_heals_by_itself(make_peer: MakePeer) -> None:
+    # Both nodes reachable only through proxies (advertise=); cut both, past forget_after:
+    # each forgets the other; heal: they find each other again, presence re-pulled both ways.
+    fast = ClusterTiming(heartbeat_interval=0.05, ttl=0.3, forget_after=0.6, reprobe_initial=0.05, reprobe_max=0.3)
+    proxies: list[FaultProxy] = []
+
+    async def proxied(*seeds: str) -> Peer:
+        router, pub = await FaultProxy().start(), await FaultProxy().start()
+        proxies.extend((router, pub))
+        peer = await make_peer(*seeds, timing=fast, advertise=router.endpoint, advertise_pub=pub.endpoint, start=False)
+        for proxy, key in ((router, "router"), (pub, "pub")):
+            host, _, port = peer.adapter.bound_endpoints[key][len("tcp://") :].rpartition(":")
+            proxy.retarget(host, int(port))
+        await peer.adapter.start(peer.id, peer.on_channel, peer.on_direct)
+        return peer
+
+    try:
+        a = await proxied()
+        b = await proxied(a.router)
+        assert a.router == proxies[0].endpoint
+        await eventually(lambda: a.adapter.members() == {b.id: True} and b.adapter.members() == {a.id: True})
+        assert a.adapter.presence is not None and b.adapter.presence is not None
+        a.adapter.presence.put(desc(a.id, 1, "ann"))
+        b.adapter.presence.put(desc(b.id, 1, "bob"))
+        await eventually(lambda: _online_both(a, "bob", b, "ann"))
+        sockets = (a.stat("sockets"), b.stat("sockets"))
+        for p in proxies:
+            p.cut()
+        await eventually(lambda: a.adapter.members() == {} and b.adapter.members() == {}, 5.0)  # forgotten
+        assert not await b.adapter.presence.is_online("ann")
+        b.adapter.presence.put(desc(b.id, 2, "bea"))  # said while cut off
+        for p in proxies:
+            p.heal()
+        await eventually(lambda: a.adapter.members() == {b.id: True} and b.adapter.members() == {a.id: True}, 5.0)
+        await eventually(lambda: _online_both(a, "bea", b, "ann"))
+        assert (a.stat("sockets"), b.stat("sockets")) == sockets
+        await b.adapter.subscribe("r:x")  # and the channels work again, both ways
+        a.adapter.publish("r:x", b"after")
+        await eventually(lambda: b.got("r:x") == [b"after"])
+        assert a.adapter.send(b.id, b"direct") is True
+        await eventually(lambda: (a.id, b"direct") in b.direct)
+    finally:
+        for p in proxies:
+            await p.close()
+
+
+async def _online_both(a: Peer, a_sees: str, b: Peer, b_sees: str) -> bool:
+    assert a.adapter.presence is not None and b.adapter.presence is not None
+    return await a.adapter.presence.is_online(a_sees) and await b.adapter.presence.is_online(b_sees)

@@ -162,6 +162,7 @@ class MemoryAdapter:
                 await asyncio.wait_for(driver.wait_joined(), bus.ttl)
             except TimeoutError:
                 self._rlog.log(logging.WARNING, "join", "node %s: no node on the bus answered within ttl", node)
+        driver.end_join()  # what this node learns from now on is news, not the state it joined
 
     def _gossip_in(self, data: bytes) -> None:
         driver = self._driver

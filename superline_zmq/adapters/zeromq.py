@@ -1,6 +1,9 @@
 """The ZeroMQ adapter: a brokerless cluster where every node talks straight to every other.
 
 Start one with :func:`zeromq_adapter`; any existing member's ROUTER endpoint is a seed.
+A node tells its peers two endpoints, its ROUTER's and its PUB's: the bound ones, or,
+where peers must reach it some other way (a container's published ports, NAT, a proxy in
+front of it), the ones given as ``advertise=`` and ``advertise_pub=``.
 Membership and presence are the same pure gossip machine, run by the same driver, as on
 the in-process bus (:class:`~superline_zmq.gossip_driver.GossipDriver` over
 :class:`~superline_zmq.gossip.Gossip`: hello/welcome, beats, numbered presence deltas,
@@ -124,8 +127,9 @@ just after an unsubscribe); ``direct_sent``, ``direct_received``,
 message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 ``link_errors`` / ``tick_errors`` (the gossip driver's: a send or a tick raised);
 ``control_dropped_hwm`` / ``control_dropped_unknown`` (gossip and markers not sent);
-``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; ``channels``,
-``members``; with CURVE: ``auth_admitted`` / ``auth_refused`` (handshakes ZAP admitted
+``hellos``; ``subscribe_unconfirmed``, ``join_unconfirmed``; the gauges ``channels``,
+``members`` and ``sockets`` (ZeroMQ sockets open, short-lived probes aside); with CURVE:
+``auth_admitted`` / ``auth_refused`` (handshakes ZAP admitted
 and refused, plus plain-ZMTP peers refused), ``handshake_failed`` (any other failed
 handshake: a wrong server key, a peer hanging up mid-handshake, garbage),
 ``peer_key_refused`` (members not connected to:
@@ -212,13 +216,13 @@ def _pub_endpoint_for(bind: str) -> str:
     return f"tcp://{host}:0"
 
 
-def _check_advertisable(endpoint: str) -> None:
+def _check_advertisable(endpoint: str, what: str = "the bound endpoint") -> None:
     if endpoint.startswith("tcp://"):
         host = endpoint[len("tcp://") :].rpartition(":")[0]
         if host in _WILDCARD_HOSTS:
             raise ValueError(
-                f"{endpoint!r} is a wildcard address: peers are told the bound endpoint, so bind "
-                "an address they can reach (e.g. tcp://10.0.0.5:7001)"
+                f"{endpoint!r} is a wildcard address: peers are told {what}, so bind an address "
+                "they can reach (e.g. tcp://10.0.0.5:7001), or pass advertise= (and advertise_pub=)"
             )
 
 
@@ -236,6 +240,31 @@ class AllowChange:
     allowed: int
 
 
+def _advertised(advertise: str | None, advertise_pub: str | None, router_ep: str, pub_ep: str) -> dict[str, str]:
+    """The endpoints peers are told: ``advertise``/``advertise_pub``, else the bound ones.
+
+    With ``advertise`` alone, the PUB is advertised on its host with the bound PUB port (a
+    container that publishes both ports unchanged, say).
+    """
+    for name, value in (("advertise", advertise), ("advertise_pub", advertise_pub)):
+        if value is not None and (not isinstance(value, str) or "://" not in value):
+            raise ValueError(f"{name} must be an endpoint such as tcp://10.0.0.5:7001, got {value!r}")
+    router = advertise if advertise is not None else router_ep
+    if advertise_pub is not None:
+        pub = advertise_pub
+    elif advertise is not None and advertise.startswith("tcp://") and pub_ep.startswith("tcp://"):
+        host = advertise[len("tcp://") :].rpartition(":")[0]
+        port = pub_ep.rpartition(":")[2]
+        pub = f"tcp://{host}:{port}"
+    else:
+        pub = pub_ep
+    _check_advertisable(router, "the advertised ROUTER endpoint" if advertise is not None else "the bound endpoint")
+    _check_advertisable(pub, "the advertised PUB endpoint" if advertise or advertise_pub else "the bound endpoint")
+    if router == pub:
+        raise ValueError(f"the ROUTER and the PUB cannot be advertised on one endpoint ({router!r})")
+    return {"pub": pub, "router": router}
+
+
 class _Confirm:
     """One subscribe() waiting for markers: members heard from so far."""
 
@@ -251,6 +280,8 @@ async def zeromq_adapter(
     seeds: Iterable[str] = (),
     *,
     pub_bind: str | None = None,
+    advertise: str | None = None,
+    advertise_pub: str | None = None,
     timing: ClusterTiming | None = None,
     heartbeat_interval: float | None = None,
     ttl: float | None = None,
@@ -264,11 +295,15 @@ async def zeromq_adapter(
     ``bind`` is the ROUTER endpoint (port 0 picks a free port); the PUB binds on the
     same host with its own free port unless ``pub_bind`` is given. ``seeds`` are ROUTER
     endpoints of any existing members (none: a cluster of one); a seed that is not up
-    yet is retried until it answers. ``timing`` sets every cluster timing (default
-    :meth:`ClusterTiming.lan`); ``heartbeat_interval`` and ``ttl``, if given, override
-    it. ``curve``: this node's CURVE keys and allow list; every socket then
-    authenticates and encrypts, and only allowed nodes get in (None: no security at
-    all, and a warning at start). ``adapter.endpoints`` holds the resolved endpoints as
+    yet is retried until it answers. ``advertise`` is the ROUTER endpoint peers are told
+    to connect to, when it differs from the bound one (Docker, NAT, a proxy: then
+    ``bind`` may be a wildcard such as ``tcp://0.0.0.0:7001``); ``advertise_pub`` the
+    PUB's (default, with ``advertise``: its host with the bound PUB port). ``timing``
+    sets every cluster timing (default :meth:`ClusterTiming.lan`);
+    ``heartbeat_interval`` and ``ttl``, if given, override it. ``curve``: this node's CURVE
+    keys and allow list; every socket then authenticates and encrypts, and only allowed
+    nodes get in (None: no security at all, and a warning at start). ``adapter.endpoints``
+    holds the advertised endpoints and ``adapter.bound_endpoints`` the bound ones as
     soon as this returns. Raises ``zmq.ZMQError`` if an endpoint cannot be bound and
     ``ValueError`` on bad arguments (timings included).
     """
@@ -276,6 +311,8 @@ async def zeromq_adapter(
         bind,
         seeds,
         pub_bind=pub_bind,
+        advertise=advertise,
+        advertise_pub=advertise_pub,
         timing=timing,
         heartbeat_interval=heartbeat_interval,
         ttl=ttl,
@@ -301,6 +338,8 @@ class ZeroMQAdapter:
         seeds: Iterable[str] = (),
         *,
         pub_bind: str | None = None,
+        advertise: str | None = None,
+        advertise_pub: str | None = None,
         timing: ClusterTiming | None = None,
         heartbeat_interval: float | None = None,
         ttl: float | None = None,
@@ -398,20 +437,19 @@ class ZeroMQAdapter:
             self._router = self._socket(zmq.ROUTER, server=ROUTER_DOMAIN)
             self._router.bind(bind)
             router_ep = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
-            _check_advertisable(router_ep)
             self._pub = self._socket(zmq.XPUB, server=PUB_DOMAIN)
             self._pub.setsockopt(zmq.XPUB_NODROP, 1)
             self._pub.bind(pub_bind if pub_bind is not None else _pub_endpoint_for(bind))
             pub_ep = self._pub.getsockopt_string(zmq.LAST_ENDPOINT)
-            _check_advertisable(pub_ep)
             self._sub = self._socket(zmq.SUB)
             self._sub.setsockopt(zmq.SUBSCRIBE, GOSSIP_TOPIC)
             if curve is not None:  # told when a member refuses us (see _on_refused_by)
                 monitor = self._sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
                 self._monitors.append((self._sub, monitor, "sub"))
-            self._endpoints = {"pub": pub_ep, "router": router_ep}
+            self._bound = {"pub": pub_ep, "router": router_ep}
+            self._endpoints = _advertised(advertise, advertise_pub, router_ep, pub_ep)
             for seed in dict.fromkeys(seeds):
-                if seed == router_ep:
+                if seed in (router_ep, self._endpoints["router"]):
                     continue  # ourselves: nothing to join through
                 self._seeds.append(seed)  # said hello to with short-lived sockets (_probe)
         except BaseException:
@@ -427,8 +465,14 @@ class ZeroMQAdapter:
     # ------------------------------------------------------------------ introspection
     @property
     def endpoints(self) -> dict[str, str]:
-        """The resolved ``{"pub": ..., "router": ...}`` endpoints peers reach this node on."""
+        """The ``{"pub": ..., "router": ...}`` endpoints peers are told to reach this node on
+        (the advertised ones, else the bound ones)."""
         return dict(self._endpoints)
+
+    @property
+    def bound_endpoints(self) -> dict[str, str]:
+        """The resolved ``{"pub": ..., "router": ...}`` endpoints this node's sockets are bound to."""
+        return dict(self._bound)
 
     def members(self) -> dict[NodeId, bool]:
         """Members this node knows (itself excluded), each with whether it is alive."""
@@ -464,6 +508,7 @@ class ZeroMQAdapter:
         stats["channels"] = len(self._channels)
         stats["auth_admitted"] = self._allow.allowed_count
         stats["allowed_keys"] = len(self._allow.keys)
+        stats["sockets"] = len(self._all)
         stats["members"] = 0
         if self._driver is not None:
             stats.update(self._driver.statistics())
@@ -515,19 +560,22 @@ class ZeroMQAdapter:
             *(loop.create_task(self._monitor_loop(mon, name)) for _, mon, name in self._monitors),
         ]
         driver.start()  # the first tick says hello to the seeds (no live member yet)
-        if self._seeds:
-            try:
-                await asyncio.wait_for(driver.wait_joined(), self.ttl)
-            except TimeoutError:
-                self._rlog.log(
-                    logging.WARNING,
-                    "join",
-                    "node %s: no seed answered within %.1f s; running alone, still saying hello",
-                    node,
-                    self.ttl,
-                )
-                return
-            await self._join_sync()
+        try:
+            if self._seeds:
+                try:
+                    await asyncio.wait_for(driver.wait_joined(), self.ttl)
+                except TimeoutError:
+                    self._rlog.log(
+                        logging.WARNING,
+                        "join",
+                        "node %s: no seed answered within %.1f s; running alone, still saying hello",
+                        node,
+                        self.ttl,
+                    )
+                    return
+                await self._join_sync()
+        finally:
+            driver.end_join()  # what this node learns from now on is news, not the state it joined
 
     async def _join_sync(self) -> None:
         """Wait until every member's subscriptions are in force on our PUB (see the module docstring)."""
@@ -1098,7 +1146,7 @@ class ZeroMQAdapter:
         self._allow.admitted.clear()  # from now on it lists what the new connections were admitted with
         self._stats["listener_rebinds"] += 1
         loop = asyncio.get_running_loop()
-        for sock, endpoint in ((self._router, self._endpoints["router"]), (self._pub, self._endpoints["pub"])):
+        for sock, endpoint in ((self._router, self._bound["router"]), (self._pub, self._bound["pub"])):
             sock.unbind(endpoint)
             deadline = loop.time() + 5.0
             while True:

@@ -12,6 +12,10 @@ linked by the ZeroMQ adapter and tears every one of them down afterwards::
 
 ``LocalCluster(curve=True)`` runs the nodes under CURVE with throwaway keys
 (:class:`ClusterKeys`), which a test can add, revoke and reload like an operator.
+:class:`FaultProxy` (:mod:`superline_zmq.testing.faults`) is a TCP link a test can cut,
+delay or blackhole; ``local_cluster(..., faults=True)`` puts one in front of every node, so
+``cluster.partition([2])`` cuts node 2 off with every process alive, and
+``cluster.heal()`` mends it.
 
 :class:`FakeClock` and :class:`FakeNet` (:mod:`superline_zmq.testing.fakes`) test gossip
 machines and drivers with no sockets and no waiting: a clock that moves when told and a
@@ -24,8 +28,9 @@ must pass (for your own adapters). Importing this package never imports pytest; 
 two modules do.
 """
 
-from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, local_cluster
+from superline_zmq.testing.cluster import ClusterError, LocalCluster, Node, NodeLinks, local_cluster
 from superline_zmq.testing.fakes import FakeClock, FakeLink, FakeNet
+from superline_zmq.testing.faults import FaultProxy
 from superline_zmq.testing.keys import ClusterKeys
 from superline_zmq.testing.wait import eventually
 
@@ -35,8 +40,10 @@ __all__ = [
     "FakeClock",
     "FakeLink",
     "FakeNet",
+    "FaultProxy",
     "LocalCluster",
     "Node",
+    "NodeLinks",
     "eventually",
     "local_cluster",
 ]

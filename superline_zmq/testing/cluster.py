@@ -15,6 +15,14 @@ Safety rules, all by PID (never by name):
   parent, which stops them in order) and watch their parent's PID: if the parent dies
   without cleaning up, they shut themselves down;
 - an ``atexit`` hook SIGKILLs anything still running when the interpreter exits.
+
+With ``faults=True`` every node's two endpoints are reached through a
+:class:`~superline_zmq.testing.faults.FaultProxy` each (the node is started with
+``--advertise``/``--advertise-pub`` naming its proxies, so peers connect to those), and the
+test can break links: :meth:`LocalCluster.partition` cuts a group of nodes off from the
+rest, both ways, with every process alive (Linux: the proxies tell which node opened a
+connection from ``/proc``); :meth:`LocalCluster.heal` mends everything;
+``node.links.router``/``.pub`` are the proxies themselves, for delays and blackholes.
 """
 
 from __future__ import annotations
@@ -30,11 +38,12 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import superline_zmq
+from superline_zmq.testing.faults import FaultProxy, client_pid
 from superline_zmq.testing.keys import ClusterKeys
 from superline_zmq.timing import ClusterTiming
 
@@ -103,6 +112,23 @@ def _package_root() -> str:
     return str(Path(superline_zmq.__file__).resolve().parent.parent)
 
 
+class NodeLinks:
+    """The proxies in front of one node's advertised endpoints (``faults=True``)."""
+
+    def __init__(self, router: FaultProxy, pub: FaultProxy) -> None:
+        #: Where peers' DEALERs (direct messages, hellos) reach the node.
+        self.router = router
+        #: Where peers' SUB sockets (channels, gossip broadcasts) reach the node.
+        self.pub = pub
+
+    def __iter__(self) -> Iterator[FaultProxy]:
+        return iter((self.router, self.pub))
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"pub": self.pub.endpoint, "router": self.router.endpoint}
+
+
 class Node:
     """One node process of a :class:`LocalCluster`, as its stdout told us."""
 
@@ -118,7 +144,13 @@ class Node:
         #: Its CURVE key's fingerprint (after ``ready``; empty without CURVE).
         self.key = ""
         #: ``{"pub": ..., "router": ...}``: its ZeroMQ endpoints (after ``ready``).
+        #: ``{"pub": ..., "router": ...}``: the ZeroMQ endpoints peers reach it on (after ``ready``;
+        #: its proxies' with ``faults=True``).
         self.endpoints: dict[str, str] = {}
+        #: ``{"pub": ..., "router": ...}``: where its sockets are bound (``faults=True``, once it said).
+        self.bound: dict[str, str] = {}
+        #: The proxies in front of it (``faults=True``), else None.
+        self.links: NodeLinks | None = None
         #: Its latest view of the other members: node id -> alive.
         self.members: dict[str, bool] = {}
         #: Every JSON line it printed, in order (``{"event": "raw", "line": ...}`` for others),
@@ -197,6 +229,7 @@ class LocalCluster:
         graceful_teardown: bool = False,
         stop_timeout: float = 10.0,
         curve: bool | ClusterKeys = False,
+        faults: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -227,6 +260,9 @@ class LocalCluster:
         #: The cluster's CURVE certificates and allow directory (None: plain ZMTP).
         self.keys: ClusterKeys | None = ClusterKeys() if curve is True else (curve or None)
         self._own_keys = curve is True
+        #: Whether every node's endpoints are behind a :class:`FaultProxy` (see the module docstring).
+        self.faults = faults
+        self._partitioned: set[int] | None = None
         #: The nodes, in start order of their index (``add_node`` appends).
         self.nodes: list[Node] = []
         self._cond = asyncio.Condition()
@@ -269,12 +305,18 @@ class LocalCluster:
                 self.keys.cert(f"node{k}")
         try:
             if self.start_order == "reversed":
-                ports = [free_port(self.host) for _ in range(self.size)]
-                routers = [f"tcp://{host_port(_zmq_host(self.host), p)}" for p in ports]
+                links: list[NodeLinks | None] = [None] * self.size
+                if self.faults:  # the proxies' ports are the advertised routers, known up front
+                    links = [await self._links() for _ in range(self.size)]
+                    routers = [lk.router.endpoint for lk in links if lk is not None]
+                else:
+                    ports = [free_port(self.host) for _ in range(self.size)]
+                    routers = [f"tcp://{host_port(_zmq_host(self.host), p)}" for p in ports]
                 # each one is serving before the next starts: the seeds really are not up yet
                 for k in reversed(range(self.size)):
                     seed = [] if k == 0 else [routers[0] if self.seeds == "first" else routers[k - 1]]
-                    await self._wait_ready(await self._spawn(seed, bind=routers[k], index=k), deadline)
+                    bind = None if self.faults else routers[k]
+                    await self._wait_ready(await self._spawn(seed, bind=bind, index=k, links=links[k]), deadline)
                 self.nodes.sort(key=lambda n: n.index)
             else:
                 first = await self._spawn([])
@@ -329,6 +371,8 @@ class LocalCluster:
                 tasks = [t for n in self.nodes for t in (n._stdout_task, n._stderr_task) if t is not None]
                 if tasks:
                     await asyncio.wait(tasks, timeout=1.0)
+                for proxy in self.proxies:
+                    await proxy.close()
 
     # ------------------------------------------------------------------ node control
     async def kill(self, k: int) -> None:
@@ -435,6 +479,60 @@ class LocalCluster:
         running = [n.index for n in self.nodes if n.running and n.key]
         return list(await asyncio.gather(*(self.reload(k, timeout) for k in running)))
 
+    # ------------------------------------------------------------------ faults
+    @property
+    def proxies(self) -> list[FaultProxy]:
+        """Every proxy of the cluster (``faults=True``; else none), node by node, router first."""
+        return [p for n in self.nodes if n.links is not None for p in n.links]
+
+    def partition(self, group: Iterable[int]) -> None:
+        """Cut the nodes ``group`` (indices) off from the others, both ways: no connection between
+        the two sides survives or can be made, until :meth:`heal`. Every process keeps running,
+        and each side keeps talking within itself. Needs ``faults=True`` (and Linux)."""
+        if not self.faults:
+            raise RuntimeError("partition() needs a cluster started with faults=True")
+        side = set(group)
+        everyone = {n.index for n in self.nodes}
+        if side - everyone:
+            raise ValueError(f"no such node(s): {sorted(side - everyone)}")
+        self._partitioned = side
+        for n in self.nodes:
+            assert n.links is not None
+            others = everyone - side if n.index in side else side
+            for proxy in n.links:
+                proxy.cut(peers=others)
+
+    def heal(self) -> None:
+        """Undo every fault on every proxy (a partition, cuts, delays, blackholes)."""
+        self._partitioned = None
+        for proxy in self.proxies:
+            proxy.heal()
+
+    def proxy_statistics(self) -> dict[str, int]:
+        """Every proxy's counters, added up (``active``: connections open through them now)."""
+        total: dict[str, int] = {}
+        for proxy in self.proxies:
+            for key, value in proxy.statistics().items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    async def _links(self) -> NodeLinks:
+        host = _zmq_host(self.host)
+        router, pub = FaultProxy(host=host), FaultProxy(host=host)
+        for proxy in (router, pub):
+            proxy.identify = self._identifier(proxy)
+            await proxy.start()
+        return NodeLinks(router=router, pub=pub)
+
+    def _identifier(self, proxy: FaultProxy) -> Callable[[Any], int | None]:
+        def identify(peer: Any) -> int | None:
+            """The index of the node whose process opened the connection from ``peer``, if any."""
+            by_pid = {n.pid: n.index for n in self.nodes if n.pid and not n.gone}
+            pid = client_pid(peer, (proxy.host, proxy.port), by_pid)
+            return None if pid is None else by_pid[pid]
+
+        return identify
+
     # ------------------------------------------------------------------ waits
     async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str = "a condition") -> None:
         """Wait until ``predicate()`` is true, re-checked on every line a node prints.
@@ -498,7 +596,12 @@ class LocalCluster:
 
     # ------------------------------------------------------------------ internals
     def _command(
-        self, seeds: Sequence[str], bind: str | None, index: int, curve: tuple[str, str] | None = None
+        self,
+        seeds: Sequence[str],
+        bind: str | None,
+        index: int,
+        curve: tuple[str, str] | None = None,
+        links: NodeLinks | None = None,
     ) -> list[str]:
         ws_port = self.ws_port + index if self.ws_port else 0
         zhost = _zmq_host(self.host)
@@ -522,6 +625,8 @@ class LocalCluster:
             args += ["--seed", s]
         if curve is not None:
             args += ["--curve-cert", curve[0], "--curve-allow", curve[1]]
+        if links is not None:
+            args += ["--advertise", links.router.endpoint, "--advertise-pub", links.pub.endpoint]
         return args + self.extra_args
 
     def _child_env(self) -> dict[str, str]:
@@ -546,6 +651,7 @@ class LocalCluster:
         index: int | None = None,
         curve: tuple[str, str] | None = None,
         plain: bool = False,
+        links: NodeLinks | None = None,
     ) -> Node:
         if self._closed:
             raise RuntimeError("this cluster is closed")
@@ -553,8 +659,14 @@ class LocalCluster:
             index = len(self.nodes)
         if curve is None and self.keys is not None and not plain:
             curve = (str(self.keys.cert(f"node{index}")), str(self.keys.allow_dir))
-        node = Node(index, self._command(seeds, bind, index, curve))
+        if self.faults and links is None:
+            links = await self._links()
+        node = Node(index, self._command(seeds, bind, index, curve, links))
+        node.links = links
         self.nodes.append(node)
+        if links is not None and self._partitioned is not None:
+            for proxy in links:  # a node added during a partition is not in the cut-off group
+                proxy.cut(peers=self._partitioned)
         creating = asyncio.ensure_future(
             asyncio.create_subprocess_exec(
                 *node.args,
@@ -650,6 +762,12 @@ class LocalCluster:
             if node.state == "starting":
                 node.state = "running"
             node.ready.set_result(ev)
+        elif kind == "bound":
+            node.bound = {"pub": str(ev.get("pub", "")), "router": str(ev.get("router", ""))}
+            if node.links is not None:  # the proxies forward there from now on
+                for proxy, key in ((node.links.router, "router"), (node.links.pub, "pub")):
+                    host, _, port = node.bound[key].removeprefix("tcp://").rpartition(":")
+                    proxy.retarget(host.strip("[]"), int(port))
         elif kind == "member":
             node.members[str(ev.get("node"))] = bool(ev.get("alive"))
         elif kind == "left":
@@ -690,6 +808,7 @@ async def local_cluster(
     ready_timeout: float = 20.0,
     seeds: SeedMode = "first",
     start_order: StartOrder = "normal",
+    faults: bool = False,
     **options: Any,
 ) -> AsyncIterator[LocalCluster]:
     """Run ``app`` (``"module:attr"``) as ``nodes`` real processes on loopback for the block.
@@ -700,9 +819,11 @@ async def local_cluster(
     ``"chain"``: node k knows only node k-1 (discovery must go through gossip).
     ``start_order="reversed"``: routers get pre-allocated ports and the nodes start from
     the last, each serving before the next starts, so every seed is down when its node
-    joins (joining must retry). Every process is SIGKILLed on exit, whatever happened in
-    the block (``graceful_teardown=True``: SIGTERM first). Other options go to
-    :class:`LocalCluster`.
+    joins (joining must retry). ``faults=True`` puts a
+    :class:`~superline_zmq.testing.faults.FaultProxy` in front of every node's advertised
+    endpoints (:meth:`LocalCluster.partition`, :meth:`LocalCluster.heal`, ``node.links``).
+    Every process is SIGKILLed on exit, whatever happened in the block
+    (``graceful_teardown=True``: SIGTERM first). Other options go to :class:`LocalCluster`.
     """
     cluster = LocalCluster(
         app,
@@ -715,6 +836,7 @@ async def local_cluster(
         ready_timeout=ready_timeout,
         seeds=seeds,
         start_order=start_order,
+        faults=faults,
         **options,
     )
     await cluster.start()

@@ -30,9 +30,9 @@ from typing import Any
 
 import pytest
 
-from superline_zmq.adapter import Adapter
+from superline_zmq.adapter import Adapter, PresenceEvents
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
-from superline_zmq.presence import ConnDescriptor
+from superline_zmq.presence import ConnDescriptor, PresenceChange
 from superline_zmq.testing.wait import eventually
 
 SYNC = "t:shared:__sync__"
@@ -284,6 +284,77 @@ class AdapterConformance:
         await a.close()
         await eventually(lambda: _count_is(pb, 0), self.timeout, message="a's connections left b's view")
         assert a.id not in {t.node_id for t in await pb.topology()}
+
+
+    # ------------------------------------------------------------------ presence events
+    def _events(self, node: Node) -> PresenceEvents:
+        presence = self._presence(node)
+        if not isinstance(presence, PresenceEvents):
+            pytest.skip(f"the {node.adapter.name!r} adapter's presence reports no changes (allowed by the Protocol)")
+        return presence
+
+    async def test_presence_events_report_every_change_once_in_order(self, start: StartNodes) -> None:
+        a, b = await start(2)
+        pa, pb = self._presence(a), self._events(b)
+        changes: list[PresenceChange] = []
+        off = pb.watch(changes.append)
+        await pb.watching()
+
+        def users() -> list[tuple[str, bool, int]]:
+            return [(u.user_id, u.online, u.connections) for c in changes for u in c.diff.users]
+
+        def lobby() -> list[tuple[list[str], list[str]]]:
+            out = []
+            for c in changes:
+                for r in c.diff.rooms:
+                    if r.room == "lobby":
+                        out.append(([d.id for d in r.joins], [d.id for d in r.leaves]))
+            return out
+
+        pa.put(self._desc(a, 1, "u1", ("lobby",)))
+        await eventually(lambda: users() == [("u1", True, 1)], self.timeout, message=lambda: f"{users()}")
+        pa.put(self._desc(a, 2, "u1"))  # a second device: no user event
+        pa.put(self._desc(a, 2, "u1", ("lobby",)))  # its room changes: a join
+        pa.remove(make_conn_id(a.id, 1))
+        await eventually(lambda: len(lobby()) == 3, self.timeout, message=lambda: f"{lobby()}")
+        assert lobby() == [
+            ([make_conn_id(a.id, 1)], []),
+            ([make_conn_id(a.id, 2)], []),
+            ([], [make_conn_id(a.id, 1)]),
+        ]
+        assert [u.user_id for u in pb.online()] == ["u1"]
+        assert [d.id for d in pb.members("lobby")] == [make_conn_id(a.id, 2)]
+        pa.remove(make_conn_id(a.id, 2))
+        await eventually(lambda: users()[-1:] == [("u1", False, 0)], self.timeout, message=lambda: f"{users()}")
+        assert users() == [("u1", True, 1), ("u1", False, 0)]
+        assert not any(c.initial for c in changes)
+        off()
+        pa.put(self._desc(a, 3, "u3"))
+        await eventually(lambda: _online(pb, "u3"), self.timeout, message="b sees u3")
+        assert users() == [("u1", True, 1), ("u1", False, 0)]  # unsubscribed
+
+    async def test_presence_events_start_from_the_state_found_and_a_close_takes_users_offline(
+        self, start: StartNodes
+    ) -> None:
+        a, b = await start(2)
+        pa, pb = self._presence(a), self._events(b)
+        pa.put(self._desc(a, 1, "u1"))
+        await eventually(lambda: _online(pb, "u1"), self.timeout, message="b sees u1")
+        changes: list[PresenceChange] = []
+        pb.watch(changes.append)
+        await pb.watching()
+        assert [u.user_id for u in pb.online()] == ["u1"]  # the state as it stands
+        await a.close()
+        await eventually(
+            lambda: any(not u.online for c in changes for u in c.diff.users), self.timeout, message="u1 offline"
+        )
+        offline = [(u.user_id, u.node_id) for c in changes for u in c.diff.users if not u.online]
+        assert offline == [("u1", a.id)]
+        assert pb.online() == []
+
+
+async def _online(presence: Any, user: str) -> bool:
+    return bool(await presence.is_online(user))
 
 
 async def _count_is(presence: Any, n: int) -> bool:

@@ -9,6 +9,15 @@ Keys (``p`` is the adapter's prefix; ``node`` a node id, ``id`` a connection id)
     p:conn:<id>         hash   d=descriptor (msgpack) n=node u=user r=rooms (JSON array)
     p:user:<user>       set    connection ids of the user                   index by user
     p:room:<room>       set    connection ids in the room                   index by room
+    p:seq:<node>        string the number of the node's last presence change
+
+Every write also publishes what it changed on the channel ``p:presence``, in the same
+atomic step, numbered per node (``p:seq:<node>``): the presence events' mirror
+(:mod:`superline_zmq_redis._mirror`) applies those in order. A message is ``kind (1 byte)
++ len(node) (1 byte) + node + seq (decimal) + ":" + data`` with kind ``U`` (a descriptor
+put; data: the descriptor), ``X`` (a connection removed; data: its id), ``R`` (the
+node's slice was rewritten by a registration: read it whole), ``L`` (the node left) or
+``F`` (the node was forgotten); ``L`` and ``F`` reset the numbering (seq 0).
 
 A node is the only writer of its own connections. Reads skip connections whose node's
 ``alive`` key is gone, so a crashed node drops out when its key expires; the first
@@ -54,6 +63,15 @@ end
 local function alive(node)
   return redis.call('EXISTS', p .. ':alive:' .. node) == 1
 end
+local function announce(kind, node, data)
+  local seq = 0
+  if kind == 'L' or kind == 'F' then
+    redis.call('DEL', p .. ':seq:' .. node)
+  else
+    seq = redis.call('INCR', p .. ':seq:' .. node)
+  end
+  redis.call('PUBLISH', p .. ':presence', kind .. string.char(#node) .. node .. seq .. ':' .. data)
+end
 """
 
 #: ARGV: prefix, node, id, descriptor, has_user ("1"/"0"), user, rooms (JSON array) -> 1, or 0 if another node owns id
@@ -76,6 +94,7 @@ for _, room in ipairs(cjson.decode(ARGV[7])) do
   redis.call('SADD', p .. ':room:' .. room, id)
   redis.call('HINCRBY', nk, room, 1)
 end
+announce('U', node, ARGV[4])
 return 1
 """
 )
@@ -87,6 +106,7 @@ DELETE = (
 local owner = redis.call('HGET', p .. ':conn:' .. ARGV[3], 'n')
 if owner ~= ARGV[2] then return 0 end
 unindex(ARGV[3])
+announce('X', ARGV[2], ARGV[3])
 return 1
 """
 )
@@ -100,6 +120,7 @@ local node = ARGV[2]
 wipe(node)
 redis.call('SET', p .. ':alive:' .. node, '1', 'PX', ARGV[3])
 redis.call('HSET', p .. ':nodes', node, now_ms())
+announce('R', node, '')
 return 1
 """
 )
@@ -112,6 +133,7 @@ local node = ARGV[2]
 local n = wipe(node)
 redis.call('DEL', p .. ':alive:' .. node)
 redis.call('HDEL', p .. ':nodes', node)
+announce('L', node, '')
 return n
 """
 )
@@ -143,6 +165,7 @@ for i = 1, #all, 2 do
   elseif (not seen) or now - seen > forget then
     wipe(node)
     redis.call('HDEL', p .. ':nodes', node)
+    announce('F', node, '')
     gone = gone + 1
   end
 end
@@ -215,6 +238,29 @@ return out
 """
 )
 
+#: ARGV: prefix[, node] -> {{node, seq, {descriptors}}, ...}: every registered node's slice (or one)
+SLICES = (
+    _PRELUDE
+    + """
+local nodes
+if #ARGV >= 2 then nodes = {ARGV[2]} else nodes = redis.call('HKEYS', p .. ':nodes') end
+local out = {}
+for _, node in ipairs(nodes) do
+  local descs = {}
+  for _, id in ipairs(redis.call('SMEMBERS', p .. ':node:' .. node)) do
+    local d = redis.call('HGET', p .. ':conn:' .. id, 'd')
+    if d then descs[#descs + 1] = d end
+  end
+  local seq = redis.call('GET', p .. ':seq:' .. node)
+  if seq == false then seq = 0 else seq = tonumber(seq) end
+  if redis.call('HEXISTS', p .. ':nodes', node) == 1 or #descs > 0 then
+    out[#out + 1] = {node, seq, descs}
+  end
+end
+return out
+"""
+)
+
 ALL: dict[str, str] = {
     "put": PUT,
     "delete": DELETE,
@@ -226,6 +272,7 @@ ALL: dict[str, str] = {
     "connections": CONNECTIONS,
     "select": SELECT,
     "topology": TOPOLOGY,
+    "slices": SLICES,
 }
 
 #: name -> SHA1 of the script (what EVALSHA takes)

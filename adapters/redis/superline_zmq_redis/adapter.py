@@ -17,6 +17,8 @@ options) and ``unix://`` URLs work as they do in redis-py. ``redis_options`` are
     p:ch:<channel>   rooms r:…, topics t:…, users u:… (held while a local member/listener exists)
     p:n:<node>       direct messages to one node (every node holds its own from start to close)
     p:cluster        join/leave announcements (every node holds it)
+    p:presence       every presence change, numbered per node (held only by nodes with presence
+                     listeners: see :mod:`superline_zmq_redis._mirror`)
 
 Every message is framed ``kind (1 byte) + len(sender) (1 byte) + sender node id + data``;
 ``kind`` is ``P`` (publication), ``D`` (direct), ``J``/``L`` (join/leave). Redis echoes a
@@ -43,7 +45,9 @@ most one write per connection. A heartbeat task renews this node's ``alive`` key
 ``heartbeat_interval`` (``presence_ttl / 3`` by default); reads run one Lua script each
 and skip nodes whose key has expired, so a crashed node leaves every answer within
 ``presence_ttl``. :meth:`RedisAdapter.close` removes this node's entries at once and
-announces the leave.
+announces the leave. Presence events (``srv.cluster.on_user``/``on_room``) come from a
+local mirror fed by the ``p:presence`` announce channel, which the node subscribes only
+once it has a listener (:mod:`superline_zmq_redis._mirror`).
 
 **Liveness.** ``is_alive`` reads a local set of live nodes, refreshed every
 ``liveness_poll`` seconds (one script call, which also forgets nodes dead for
@@ -67,8 +71,9 @@ Counters (:meth:`RedisAdapter.statistics`): ``published`` / ``publish_failed`` /
 ``pipelines`` (batches written); ``reconnects`` / ``connection_lost`` / ``resubscribed``;
 ``subscribe_unconfirmed`` / ``subscribe_deferred``; ``presence_writes`` /
 ``presence_write_failed`` / ``presence_resyncs`` / ``presence_read_failed``;
-``nodes_forgotten``; and the gauges ``channels``, ``members``, ``queue``,
-``queue_bytes``, ``up``.
+``nodes_forgotten``; once presence events are watched, the mirror's ``mirror_reads``
+(slices read), ``mirror_gaps``, ``mirror_bad``, ``mirror_watcher_errors``; and the gauges
+``channels``, ``members``, ``queue``, ``queue_bytes``, ``up``.
 """
 
 from __future__ import annotations
@@ -90,8 +95,9 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from superline_zmq.adapter import ChannelHandler, DirectHandler
 from superline_zmq.ids import NodeId
 from superline_zmq.logs import RateLimitedLog
-from superline_zmq.presence import ConnDescriptor, NodeInfo
+from superline_zmq.presence import ConnDescriptor, NodeInfo, PresenceChange, UserPresence
 from superline_zmq_redis import _resp, _scripts
+from superline_zmq_redis._mirror import PresenceMirror
 
 log = logging.getLogger("superline_zmq.redis")
 
@@ -283,6 +289,8 @@ class RedisAdapter:
         self._ch_prefix = p + b":ch:"
         self._direct_prefix = p + b":n:"
         self._cluster_ch = p + b":cluster"
+        self._presence_ch = p + b":presence"
+        self._mirror: PresenceMirror | None = None
         self._direct_ch = b""
         self._pub_head = b""
         self._direct_head = b""
@@ -360,6 +368,8 @@ class RedisAdapter:
         stats["queue"] = len(self._out.items)
         stats["queue_bytes"] = self._out.bytes
         stats["up"] = int(self._up)
+        if self._mirror is not None:
+            stats.update(self._mirror.stats)
         # 1 while both dedicated connections are read in bulk (the fast path), 0 when a
         # redis-py without a reachable stream reader made them fall back to read_response
         replies = self._w_replies
@@ -421,6 +431,7 @@ class RedisAdapter:
         self._pub_head = KIND_PUB + n
         self._direct_head = KIND_DIRECT + n
         self._direct_ch = self._direct_prefix + self._node_b
+        self._mirror = PresenceMirror(self, node, self._presence_ch)
         self.presence = RedisPresence(self)
         self._started = True
         try:
@@ -490,6 +501,8 @@ class RedisAdapter:
             self._closed.set()
 
     async def _stop_tasks(self) -> None:
+        if self._mirror is not None:
+            await self._mirror.stop()
         current = asyncio.current_task()
         tasks = [t for t in (*self._tasks, self._reader) if t is not None and t is not current]
         self._tasks = []
@@ -590,6 +603,8 @@ class RedisAdapter:
         self._sub_bulk = sub_replies.bulk
         self._reader = asyncio.get_running_loop().create_task(self._read_loop(conn, sub_replies))
         base = [self._direct_ch, self._cluster_ch]
+        if self._mirror is not None and self._mirror.active:
+            base.append(self._presence_ch)
         futs = await self._sub_command(b"SUBSCRIBE", base, wait=True)
         if not all(await asyncio.gather(*futs)):
             raise ConnectionError("the subscriber connection dropped while subscribing")
@@ -602,7 +617,7 @@ class RedisAdapter:
         added = 0
         while True:
             want = set(self._channels.values())
-            extra = self._on_conn - want - {self._direct_ch, self._cluster_ch}
+            extra = self._on_conn - want - {self._direct_ch, self._cluster_ch, self._presence_ch}
             missing = want - self._on_conn
             if not extra and not missing:
                 return added
@@ -680,6 +695,9 @@ class RedisAdapter:
                 self._on_direct_message(data)
             elif rch == self._cluster_ch:
                 self._on_cluster_message(data)
+            elif rch == self._presence_ch:
+                if self._mirror is not None and self._mirror.active:
+                    self._mirror.on_message(data)
             else:
                 self._stats["channel_not_held"] += 1  # in flight when we unsubscribed
         elif kind in (b"subscribe", b"unsubscribe") and len(msg) == 3:
@@ -748,6 +766,8 @@ class RedisAdapter:
                 joined.add(node)
         else:
             self._forget_left(node)
+        if self._mirror is not None:
+            self._mirror.sync_liveness()
 
     def _forget_left(self, node: str) -> None:
         self._alive.discard(node)
@@ -1055,6 +1075,8 @@ class RedisAdapter:
         self._alive = ({_text(n) for n in live} | joined) - self._left.keys()
         if gone:
             self._stats["nodes_forgotten"] += int(gone)
+        if self._mirror is not None:
+            self._mirror.sync_liveness()
 
     # ------------------------------------------------------------------ faults
     def _set_up(self) -> None:
@@ -1140,6 +1162,8 @@ class RedisAdapter:
         self._stats["resubscribed"] += held
         self._resync_wanted = True
         self._set_up()
+        if self._mirror is not None:
+            self._mirror.resync_all()  # announcements were lost while it was away
 
 
 def _short(obj: object) -> str:
@@ -1153,6 +1177,10 @@ class RedisPresence:
     ``put`` and ``remove`` never block: they update this node's local copy and queue one
     script call for the writer. Reads are one script call each and raise
     :class:`RedisPresenceError` when Redis cannot answer within ``command_timeout``.
+
+    It is also a :class:`~superline_zmq.adapter.PresenceEvents`: the first ``watch``
+    starts the node's mirror of every slice (:mod:`superline_zmq_redis._mirror`);
+    ``online`` and ``members`` answer from that mirror.
     """
 
     def __init__(self, adapter: RedisAdapter) -> None:
@@ -1202,6 +1230,23 @@ class RedisPresence:
 
     async def is_online(self, user_id: str) -> bool:
         return bool(await self._read("select", "user", user_id, 1))
+
+    def _mirror(self) -> PresenceMirror:
+        mirror = self._a._mirror
+        assert mirror is not None, "the adapter is started before its presence exists"
+        return mirror
+
+    def watch(self, listener: Callable[[PresenceChange], None]) -> Callable[[], None]:
+        return self._mirror().watch(listener)
+
+    async def watching(self) -> None:
+        await self._mirror().watching()
+
+    def online(self) -> list[UserPresence]:
+        return self._mirror().online()
+
+    def members(self, room: str) -> list[ConnDescriptor]:
+        return self._mirror().members(room)
 
     async def topology(self) -> list[NodeInfo]:
         rows = await self._read("topology")
