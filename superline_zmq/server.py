@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("superline_zmq.server")
 
 Handler = Callable[[Any, Any, Conn], Any]
+#: What :meth:`SocketServer.listen` serves with.
+Transport = Literal["fast", "websockets", "asgi"]
 MaybeAwaitable = Any
 
 #: Connections pinged per slice of a heartbeat tick before yielding to the event loop.
@@ -232,25 +234,32 @@ class SocketServer:
         port: int = 0,
         *,
         ssl: ssl_module.SSLContext | None = None,
-        transport: Literal["fast", "websockets"] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         """Start accepting WebSocket connections on ``host:port`` (0 picks a free port); ``ssl`` serves ``wss://``.
 
         ``transport``: ``"fast"`` (the default: an ``asyncio.Protocol`` over websockets'
-        sans-I/O protocol, framing each fan-out once) or ``"websockets"`` (websockets' own
-        asyncio server). Both behave the same; see docs/deploying-asgi.md for the third,
-        ASGI (:attr:`asgi`).
+        sans-I/O protocol, framing each fan-out once), ``"websockets"`` (websockets' own
+        asyncio server) or ``"asgi"`` (:attr:`asgi` served by uvicorn in this process; the
+        ``[asgi]`` extra). All three behave the same; see docs/deploying-asgi.md for
+        running the ASGI app under your own server instead.
         """
         if self._listener is not None:
             raise RuntimeError("this server is already listening")
         kind = transport or self.default_transport
-        if kind not in ("fast", "websockets"):
-            raise ValueError(f"unknown transport {kind!r}: use 'fast' or 'websockets'")
+        if kind not in ("fast", "websockets", "asgi"):
+            raise ValueError(f"unknown transport {kind!r}: use 'fast', 'websockets' or 'asgi'")
         await self.start()
         if kind == "fast":
             from superline_zmq.transport import fast
 
             self._listener = await fast.serve(self, host, port, ssl=ssl, http=self.http)
+        elif kind == "asgi":
+            from superline_zmq.transport import uvicorn
+
+            self._listener = await uvicorn.serve(
+                self.asgi, host, port, max_message_size=self.max_message_size, ssl=ssl
+            )
         else:
             from superline_zmq.transport import ws
 
@@ -259,7 +268,7 @@ class SocketServer:
         self._tls = ssl is not None
 
     #: The transport :meth:`listen` uses when not told (tests switch it to run a suite on each).
-    default_transport: ClassVar[Literal["fast", "websockets"]] = "fast"
+    default_transport: ClassVar[Transport] = "fast"
 
     async def http(self, handshake: Handshake) -> HttpReply | None:
         """Answer a plain HTTP request that is not an upgrade: the health paths when they are on, else None."""

@@ -51,9 +51,74 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("make_presence_cluster") == "zeromq":
         return {"asyncio": asyncio.new_event_loop}
+    if callspec is not None and callspec.params.get("server_transport", "fast") != "fast":
+        return {"asyncio": asyncio.new_event_loop}  # the other transports once; fast on both loops
     if item.get_closest_marker("one_loop") is not None:
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_factory}
+
+
+#: Every transport ``srv.listen()`` can serve with.
+TRANSPORTS = ("fast", "websockets", "asgi")
+
+#: Test modules whose servers run in this process: each of their tests runs once per transport
+#: (the default ``fast`` under asyncio and uvloop, the others under asyncio), through
+#: ``SocketServer.default_transport``, so the same assertions hold on every transport.
+TRANSPORT_MODULES = frozenset(
+    {
+        "test_backpressure_cluster",
+        "test_client",
+        "test_cluster_introspection",
+        "test_conn_data",
+        "test_conn_metadata",
+        "test_drain",
+        "test_fanout",
+        "test_health",
+        "test_heartbeat",
+        "test_interop_ts",
+        "test_local_introspection",
+        "test_metrics",
+        "test_presence_events",
+        "test_server_auth",
+        "test_server_limits",
+        "test_server_middleware",
+        "test_server_requests",
+        "test_server_requests_cluster",
+        "test_server_requests_s2c",
+        "test_server_robustness",
+        "test_server_topics",
+        "test_targeted_send",
+        "test_topic_races",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "server_transport" in metafunc.fixturenames and metafunc.module.__name__ in TRANSPORT_MODULES:
+        metafunc.parametrize("server_transport", TRANSPORTS, indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Node processes choose their own transport: their tests run once, not once per transport."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        p = params.params if params is not None else {}
+        if p.get("make_presence_cluster") == "zeromq" and p.get("server_transport", "fast") != "fast":
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(autouse=True)
+def server_transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport ``srv.listen()`` uses in this test (see :data:`TRANSPORT_MODULES`)."""
+    kind: str = getattr(request, "param", "fast")
+    monkeypatch.setattr(SocketServer, "default_transport", kind)
+    return kind
 
 
 MakeServer = Callable[..., Awaitable[SocketServer]]

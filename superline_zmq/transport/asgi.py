@@ -71,6 +71,10 @@ _OPEN, _CLOSING, _CLOSED = 0, 1, 2
 _HTTP_RESPONSE = "websocket.http.response"
 
 
+#: Bytes a connection may queue in one loop turn, before its writer runs, without counting as
+#: unsent (see :meth:`AsgiLink.buffered`).
+BURST_ALLOWANCE = 1 << 20
+
 class ScopeHeaders(Mapping[str, str]):
     """Case-insensitive read-only view of an ASGI scope's headers (last value of a repeated one)."""
 
@@ -142,6 +146,7 @@ class AsgiLink:
         "_sent_code",
         "_state",
         "_stopping",
+        "_stuck",
         "_task",
         "_text",
         "_waiter",
@@ -165,6 +170,7 @@ class AsgiLink:
         self._stopping = False  # abort() asked the application call to end
         self._queue: deque[tuple[Message, int]] = deque()
         self._queued = 0
+        self._stuck = False
         self._waiter: asyncio.Future[None] | None = None
         self._gate: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] | None = None
@@ -192,8 +198,17 @@ class AsgiLink:
         return True
 
     def buffered(self) -> int:
-        """Bytes queued and not yet accepted by the server's ``send``."""
-        return self._queued
+        """Bytes queued and not yet accepted by the server's ``send``, as backpressure sees them.
+
+        While the writer is stuck in the server's ``send`` (a peer that does not read), all of
+        them. Otherwise the writer simply has not run yet in this loop turn (a burst of
+        writes, which the server will take at once), and only what exceeds
+        :data:`BURST_ALLOWANCE` counts, so a burst is not mistaken for a slow peer but
+        memory stays bounded.
+        """
+        if self._stuck:
+            return self._queued
+        return max(0, self._queued - BURST_ALLOWANCE)
 
     def fanout(self, conns: Sequence[Connection], data: bytes) -> int:
         """Queue one shared ASGI message (decoded once) on every open connection among ``conns``."""
@@ -364,12 +379,14 @@ class AsgiLink:
                 self._waiter = None
                 continue
             message, n = queue.popleft()
+            self._stuck = True  # seen by others only if send() suspends: the peer is not reading
             try:
                 await send(message)
             except Exception as exc:  # the server refuses: the connection is gone
                 log.debug("send to %s failed: %r", self.peer, exc)
                 return
             finally:
+                self._stuck = False
                 self._queued = max(0, self._queued - n)
             if message["type"] == "websocket.close":
                 return
