@@ -79,7 +79,8 @@ def build_node(bus: MemoryBus) -> SocketServer:
 
 
 async def client(srv: SocketServer, user: str, device: str) -> Client:
-    c = await connect(api, srv.url, role="user", params={"user": user, "device": device})
+    # reconnect=False: a kicked client stays gone (by default it would reconnect, as super-line's does)
+    c = await connect(api, srv.url, role="user", params={"user": user, "device": device}, reconnect=False)
     c.on("notice", lambda n: print(f"  {user}/{device} got notice: {n.text}"))
     c.implement({"confirm": lambda q: Answer(ok=q.q == "ready?")})
     return c

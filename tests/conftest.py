@@ -51,8 +51,6 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     callspec = getattr(item, "callspec", None)
     if callspec is not None and callspec.params.get("make_presence_cluster") == "zeromq":
         return {"asyncio": asyncio.new_event_loop}
-    if callspec is not None and callspec.params.get("server_transport", "fast") != "fast":
-        return {"asyncio": asyncio.new_event_loop}  # the other transports once; fast on both loops
     if item.get_closest_marker("one_loop") is not None:
         return {"asyncio": asyncio.new_event_loop}
     return {"asyncio": asyncio.new_event_loop, "uvloop": _uvloop_factory}
@@ -99,12 +97,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Node processes choose their own transport: their tests run once, not once per transport."""
+    """Node processes choose their own transport: their tests run once, not once per transport;
+    and the transports other than the default run under asyncio only (fast takes both loops)."""
     keep, drop = [], []
     for item in items:
         params = getattr(item, "callspec", None)
         p = params.params if params is not None else {}
-        if p.get("make_presence_cluster") == "zeromq" and p.get("server_transport", "fast") != "fast":
+        other = p.get("server_transport", "fast") != "fast"
+        if other and (p.get("make_presence_cluster") == "zeromq" or "uvloop" in item.name):
             drop.append(item)
         else:
             keep.append(item)

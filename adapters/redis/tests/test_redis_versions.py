@@ -45,7 +45,9 @@ def test_the_adapter_passes_its_tests_on_the_lowest_declared_redis_py(tmp_path: 
         timeout=120,
     )  # fmt: skip
     assert install.returncode == 0, f"could not install redis=={floor}:\n{install.stdout}{install.stderr}"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")]), **{CHILD: "1"})
+    # a clean child: not a worker of this run (pytest-xdist's variables would make plugins think so)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "PYTHONPATH"))}
+    env.update(PYTHONPATH=str(target), **{CHILD: "1"})
     probe = _run([sys.executable, "-c", "import redis; print(redis.__version__)"], env=env)
     assert probe.stdout.strip() == floor, f"the child run would not use redis {floor}: {probe.stdout}{probe.stderr}"
     run = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], env=env)
