@@ -6,8 +6,8 @@ holding N raw `websockets` connections on 127.0.0.1 that answer every `ping` wit
 connected, the server measures, in its own process:
 
 1. baseline: the heartbeat is off; a probe task sleeps 1 ms in a loop and records how late it wakes;
-2. ticks: the heartbeat is switched on (`Heartbeat(interval)`, the real `_heartbeat_loop`, which pings in
-   slices of `HEARTBEAT_BATCH` and yields between them) for `--ticks` ticks; every `_heartbeat_batch` call
+2. ticks: the heartbeat is switched on (`Heartbeat(interval)`, the real `HeartbeatTimer`, which pings in
+   slices of `HEARTBEAT_BATCH` and yields between them) for `--ticks` ticks; every `HeartbeatTimer.batch` call
    is timed (wall and thread CPU), the probe keeps running, and the pongs are counted;
 3. sweeps: the loop is stopped and `srv.tick_heartbeat()` (all connections in one synchronous call, i.e. no
    batching) is timed `--sweeps` times for comparison.
@@ -56,7 +56,7 @@ from benchlib import (
 use_checkout()
 
 from superline_zmq import Conn, Heartbeat, SocketServer, create_socket_server, define_contract  # noqa: E402
-from superline_zmq import server as server_mod  # noqa: E402
+from superline_zmq import heartbeat as server_mod  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 CLIENTS = BENCH / "hb_clients.py"
@@ -126,7 +126,7 @@ class Probe:
 
 def time_batches(srv: SocketServer, windows: list[Window], gap: float) -> Callable[[], None]:
     """Wrap srv._heartbeat_batch to time each call; a call more than `gap` s after the last starts a new tick."""
-    orig = srv._heartbeat_batch
+    orig = srv._heartbeat.batch
     pc, cpu, stats = time.perf_counter, time.thread_time, srv.stats
 
     def timed(conns: list[Conn]) -> None:
@@ -143,8 +143,8 @@ def time_batches(srv: SocketServer, windows: list[Window], gap: float) -> Callab
         w.cpu += c1 - c0
         w.batches.append(w1 - w0)
 
-    srv._heartbeat_batch = timed  # type: ignore[method-assign]
-    return lambda: vars(srv).pop("_heartbeat_batch", None) and None
+    srv._heartbeat.batch = timed  # type: ignore[method-assign]
+    return lambda: vars(srv._heartbeat).pop("batch", None) and None
 
 
 async def wait_for(pred: Callable[[], bool], cap: float, step: float = 0.005) -> bool:
@@ -199,7 +199,7 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(1.0)  # let the last handshakes' tasks settle
     conns = list(srv._core.conns.values())
     n_conns = len(conns)
-    if cfg.get("batch"):  # what-if: _heartbeat_loop reads this module global on every tick
+    if cfg.get("batch"):  # what-if: HeartbeatTimer reads this module global on every tick
         server_mod.HEARTBEAT_BATCH = int(cfg["batch"])
     gc.collect()
     if cfg.get("gc_freeze", True):
@@ -236,11 +236,8 @@ async def measure(srv: SocketServer, cfg: dict[str, Any]) -> dict[str, Any]:
         return len(ticks) >= cfg["ticks"] and ticks[-1].pinged >= len(srv._core.conns)
 
     ok_ticks = await wait_for(ticks_done, (cfg["ticks"] + 2) * interval + 10, 0.002)
-    hb_task = srv._heartbeat_task
-    if hb_task is not None:
-        hb_task.cancel()
-        await asyncio.gather(hb_task, return_exceptions=True)
-    srv._heartbeat_task = None
+    await srv._heartbeat.close()
+    srv._heartbeat.task = None
     pinged_h = sum(w.pinged for w in ticks)
     ok_pongs = await wait_for(lambda: srv.stats.frames_in - frames_h0 >= pinged_h, drain)
     h1, cpu_h1 = pc(), time.process_time()
@@ -465,7 +462,7 @@ def print_report(records: list[dict[str, Any]]) -> bool:
                 r["missing_after_ticks"] + r["missing_after_sweeps"],
             )
         )
-    print("Heartbeat tick cost (real _heartbeat_loop; medians over the ticks; sweep = one tick_heartbeat() call)")
+    print("Heartbeat tick cost (real HeartbeatTimer; medians over the ticks; sweep = one tick_heartbeat() call)")
     print(format_table(head1, rows1, left=2))
     print(
         "(tick wall/CPU = sum of the _heartbeat_batch calls of one tick; all pongs = tick start until every pong\n"

@@ -22,10 +22,14 @@ turns a :class:`Metrics` snapshot into metric families.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Final
 
 import msgspec
+
+if TYPE_CHECKING:
+    from superline_zmq.adapter import Adapter
+    from superline_zmq.core import Core
 
 #: Upper bounds (seconds) of the latency buckets: 0.5 ms to 10 s; larger values fall in ``+Inf``.
 LATENCY_BUCKETS: Final[tuple[float, ...]] = (
@@ -262,3 +266,76 @@ __all__ = [
     "RequestOutcomes",
     "split_adapter_stats",
 ]
+
+
+def snapshot(
+    core: Core,
+    adapter: Adapter,
+    *,
+    roles: Iterable[str],
+    rooms: int,
+    topics: int,
+    started: bool,
+    ready: bool,
+    draining: bool,
+) -> Metrics:
+    """A server's :class:`Metrics` from its counters, its connections and its adapter's statistics."""
+    st = core.stats
+    extra = frozenset(getattr(adapter, "statistics_gauges", ()))
+    adapter_counters, adapter_gauges = split_adapter_stats(adapter.statistics(), extra)
+    outcomes = core.requests.counts()
+    if st.requests_not_found:  # the session answered these NOT_FOUND itself, before any handler
+        outcomes["NOT_FOUND"] = outcomes.get("NOT_FOUND", 0) + st.requests_not_found
+    counters = Counters(
+        connections_accepted=st.connections_accepted,
+        auth_refusals=st.connections_rejected,
+        frames_received=st.frames_in,
+        frames_sent=st.frames_out,
+        bytes_sent=st.bytes_out,
+        requests=st.requests,
+        request_outcomes=outcomes,
+        bad_frames=st.bad_frames,
+        internal_errors=st.internal_errors,
+        drops={
+            "backpressure": st.dropped_backpressure,
+            "closed": st.dropped_closed,
+            "no_channel": st.dropped_no_channel,
+            "unknown_node": st.dropped_unknown_node,
+            "unknown_conn": st.dropped_unknown_conn,
+        },
+        backpressure_closes=st.closed_backpressure,
+        reaped=st.reaped,
+        late_replies=st.late_replies,
+        bad_cluster_messages=st.bad_cluster_messages,
+        targeted_sent=st.targeted_sent,
+        remote_requests=st.remote_requests,
+        server_requests=st.server_requests,
+        server_requests_timed_out=st.server_requests_timed_out,
+        asks_timed_out=st.asks_timed_out,
+        presence_errors=st.presence_errors,
+        adapter=adapter_counters,
+    )
+    by_role = dict.fromkeys(roles, 0)
+    for conn in list(core.conns.values()):
+        by_role[conn.session.role] = by_role.get(conn.session.role, 0) + 1
+    alive = adapter_gauges.get("members_alive")
+    gauges = Gauges(
+        connections=by_role,
+        rooms=rooms,
+        topics=topics,
+        requests_in_flight=len(core.calls),
+        pending_requests=len(core.table),
+        cluster_members_alive=None if alive is None else alive + (1 if started else 0),
+        presence_connections=adapter_gauges.get("presence_connections"),
+        ready=ready,
+        draining=draining,
+        adapter=adapter_gauges,
+    )
+    return Metrics(
+        node_id=core.node_id,
+        adapter=adapter.name,
+        counters=counters,
+        gauges=gauges,
+        request_latency=core.requests.latency.snapshot(),
+        ask_latency=core.asks.snapshot(),
+    )

@@ -50,10 +50,12 @@ from superline_zmq.handles import (
 from superline_zmq.health import HealthPaths
 from superline_zmq.health import answer as health_answer
 from superline_zmq.health import health_paths as resolve_health_paths
+from superline_zmq.heartbeat import HEARTBEAT_BATCH, HEARTBEAT_SPREAD, HeartbeatTimer
 from superline_zmq.ids import ConnId, NodeId, make_conn_id, new_node_id
 from superline_zmq.limits import OVER_TOTAL, ConnectionLimits, OriginPolicy
 from superline_zmq.logs import RateLimitedLog
-from superline_zmq.metrics import Counters, Gauges, Metrics, split_adapter_stats
+from superline_zmq.metrics import Metrics
+from superline_zmq.metrics import snapshot as metrics_snapshot
 from superline_zmq.presence_events import PresenceHub, PresenceSubscription
 from superline_zmq.routing import BusListener, BusMeta, Listener, Router
 from superline_zmq.session import Backpressure, Heartbeat, Route, ServerSession, ServerStats
@@ -72,10 +74,6 @@ Handler = Callable[[Any, Any, Conn], Any]
 Transport = Literal["fast", "websockets", "asgi"]
 MaybeAwaitable = Any
 
-#: Connections pinged per slice of a heartbeat tick before yielding to the event loop.
-HEARTBEAT_BATCH = 100
-#: Fraction of the heartbeat interval over which one tick's batches are spread.
-HEARTBEAT_SPREAD = 0.5
 #: How often a drain looks again at server requests still awaiting answers (handlers are awaited directly).
 DRAIN_POLL = 0.05
 
@@ -163,14 +161,13 @@ class SocketServer:
         self._tls = False
         self._ws_endpoint: WebsocketsEndpoint | None = None
         self._asgi: AsgiEndpoint | None = None
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._heartbeat = HeartbeatTimer(self._core)
         self._closing = False
         self._draining = False
         self._drain_cut = asyncio.Event()
         self._joined = False
         self._closed = asyncio.Event()
         self._rlog = RateLimitedLog(log)
-        self._ping = self.serializer.encode(wire.Ping())
         #: Synchronous views of this node: ``srv.local.connections``, ``.rooms``, ``.topics``.
         self.local = LocalView(core, self._router)
         #: Asynchronous views of the whole cluster, read from the adapter's presence.
@@ -313,13 +310,10 @@ class SocketServer:
         self._started = True
         await self._router.start()
         self._joined = True
-        if self._core.heartbeat is not None and self._heartbeat_task is None:
-            self._start_heartbeat()
+        self._heartbeat.start()
 
-    def _start_heartbeat(self) -> None:
-        hb = self._core.heartbeat
-        if hb is not None and self._heartbeat_task is None:
-            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop(hb))
+    def _start_heartbeat(self) -> None:  # bench/heartbeat.py switches the heartbeat on late
+        self._heartbeat.start()
 
     @property
     def port(self) -> int:
@@ -360,8 +354,7 @@ class SocketServer:
         try:
             if drain > 0 and self._started:
                 await self._drain(drain)
-            if self._heartbeat_task is not None:
-                self._heartbeat_task.cancel()
+            self._heartbeat.stop()
             if self._listener is not None:
                 self._listener.close()
             if self._asgi is not None:
@@ -377,8 +370,7 @@ class SocketServer:
             core.fail_all(SocketError(ErrorCode.DISCONNECTED, "Server closed"))
             await self._router.close()
             await core.hooks.close()
-            if self._heartbeat_task is not None:
-                await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+            await self._heartbeat.close()
         finally:
             self._closed.set()
 
@@ -573,64 +565,15 @@ class SocketServer:
         blocks, and never asks other nodes. Call it on the event loop's thread. The Prometheus
         exporter (:mod:`superline_zmq.prometheus`) exposes the same numbers.
         """
-        core = self._core
-        st = core.stats
-        adapter = self.adapter
-        extra = frozenset(getattr(adapter, "statistics_gauges", ()))
-        adapter_counters, adapter_gauges = split_adapter_stats(adapter.statistics(), extra)
-        counters = Counters(
-            connections_accepted=st.connections_accepted,
-            auth_refusals=st.connections_rejected,
-            frames_received=st.frames_in,
-            frames_sent=st.frames_out,
-            bytes_sent=st.bytes_out,
-            requests=st.requests,
-            request_outcomes=_outcomes(core.requests.counts(), st.requests_not_found),
-            bad_frames=st.bad_frames,
-            internal_errors=st.internal_errors,
-            drops={
-                "backpressure": st.dropped_backpressure,
-                "closed": st.dropped_closed,
-                "no_channel": st.dropped_no_channel,
-                "unknown_node": st.dropped_unknown_node,
-                "unknown_conn": st.dropped_unknown_conn,
-            },
-            backpressure_closes=st.closed_backpressure,
-            reaped=st.reaped,
-            late_replies=st.late_replies,
-            bad_cluster_messages=st.bad_cluster_messages,
-            targeted_sent=st.targeted_sent,
-            remote_requests=st.remote_requests,
-            server_requests=st.server_requests,
-            server_requests_timed_out=st.server_requests_timed_out,
-            asks_timed_out=st.asks_timed_out,
-            presence_errors=st.presence_errors,
-            adapter=adapter_counters,
-        )
-        roles = dict.fromkeys(self.contract.own, 0)
-        for conn in list(core.conns.values()):
-            roles[conn.session.role] = roles.get(conn.session.role, 0) + 1
-        alive = adapter_gauges.get("members_alive")
-        ready = self.readiness() is None
-        gauges = Gauges(
-            connections=roles,
+        return metrics_snapshot(
+            self._core,
+            self.adapter,
+            roles=self.contract.own,
             rooms=len(self.local.rooms),
             topics=len(self.local.topics),
-            requests_in_flight=len(core.calls),
-            pending_requests=len(core.table),
-            cluster_members_alive=None if alive is None else alive + (1 if self._router.started else 0),
-            presence_connections=adapter_gauges.get("presence_connections"),
-            ready=ready,
+            started=self._router.started,
+            ready=self.readiness() is None,
             draining=self._closing,
-            adapter=adapter_gauges,
-        )
-        return Metrics(
-            node_id=self.node_id,
-            adapter=adapter.name,
-            counters=counters,
-            gauges=gauges,
-            request_latency=core.requests.latency.snapshot(),
-            ask_latency=core.asks.snapshot(),
         )
 
     def readiness(self) -> str | None:
@@ -699,53 +642,12 @@ class SocketServer:
         return BusSubscription(self._router, channel, lst, ch.live)
 
     # ------------------------------------------------------------------ heartbeat
-    async def _heartbeat_loop(self, hb: Heartbeat) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(hb.interval)
-            conns = list(self._core.conns.values())
-            # Small batches spread over the first half of the interval: neither the pings nor
-            # the pongs they bring back arrive all at once, so 10k connections never hold
-            # the event loop for long (bench/heartbeat.py).
-            batches = range(0, len(conns), HEARTBEAT_BATCH)
-            gap = hb.interval * HEARTBEAT_SPREAD / max(len(batches), 1)
-            start = loop.time()
-            for n, k in enumerate(batches):
-                self._heartbeat_batch(conns[k : k + HEARTBEAT_BATCH])
-                await asyncio.sleep(max(0.0, start + (n + 1) * gap - loop.time()))
-
     def tick_heartbeat(self) -> None:
         """Run one heartbeat tick now: ping every connection, reap those over ``max_missed``.
 
         One synchronous sweep, not batched (about 8 µs per connection); the timer batches.
         """
-        self._heartbeat_batch(list(self._core.conns.values()))
-
-    def _heartbeat_batch(self, conns: list[ConnCore]) -> None:
-        core = self._core
-        hb = core.heartbeat
-        max_missed = hb.max_missed if hb is not None else None
-        now = core.clock()
-        alive: list[ConnCore] = []
-        for conn in conns:
-            decision = conn.session.heartbeat(now, max_missed)
-            if decision == "ping":
-                alive.append(conn)
-            elif decision == "reap":
-                self._rlog.log(
-                    logging.INFO, "reap", "terminating %s: %d pings unanswered", conn.id, conn.session.missed
-                )
-                conn.terminate()
-        if alive:
-            # pings bypass the backpressure policy, as before: a ping never closes or counts a drop
-            core.delivery.fanout(alive, self._ping, enforce=False)
-
-
-def _outcomes(handled: dict[str, int], not_found: int) -> dict[str, int]:
-    """Handler outcomes plus the requests the session answered NOT_FOUND itself."""
-    if not_found:
-        handled[ErrorCode.NOT_FOUND] = handled.get(ErrorCode.NOT_FOUND, 0) + not_found
-    return handled
+        self._heartbeat.tick()
 
 
 class _Unread:

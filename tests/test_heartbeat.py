@@ -86,7 +86,7 @@ async def test_heartbeat_false_never_pings() -> None:
 
 
 async def test_a_tick_yields_between_batches() -> None:
-    import superline_zmq.server as server_mod
+    import superline_zmq.heartbeat as server_mod
 
     srv = await _server(heartbeat={"interval": 0.05})
     old = server_mod.HEARTBEAT_BATCH
