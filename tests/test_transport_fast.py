@@ -593,3 +593,81 @@ async def test_tls_echo_fanout_and_close(serve: Serve, certificate: tuple[str, s
     assert await closed_code(b) == 4001
     await a.close()
     await eventually(lambda: sorted(s.gw.closed) == [1000, 4001])
+
+
+# -- the direct frame parser ------------------------------------------------------------------
+
+
+async def test_frames_are_parsed_directly_once_open(serve: Serve) -> None:
+    """Fails when the direct parser is silently off (e.g. websockets' read buffer moved)."""
+    s = await serve()
+    ws = await client(s.url())
+    await ws.send("hello")
+    assert await recv(ws) == "hello"
+    stats = s.listener.statistics()
+    assert (stats["direct_parsed"], stats["protocol_parsed"], stats["direct_handoffs"]) == (1, 0, 0)
+    assert s.conn()._direct
+    await ws.close()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+async def test_frames_split_anywhere_are_delivered_whole_and_in_order(serve: Serve, chunk: int) -> None:
+    """Every header size (7-, 16- and 64-bit lengths), fragments with a ping between, cut at any byte."""
+    s = await serve(max_message_size=1 << 20)
+    ws = await client(s.url())
+    wire = b"".join(
+        [
+            masked(b"a"),
+            masked(b"b" * 200),
+            masked(b"c" * 70_000),
+            masked(b"d1", fin=False),
+            masked(b"p", Opcode.PING),
+            masked(b"d2", Opcode.CONT, fin=False),
+            masked(b"d3", Opcode.CONT),
+            masked(b"\x00\x01", Opcode.BINARY),
+            masked("é€".encode()),
+        ]
+    )
+    conn = s.conn()
+    for at in range(0, len(wire), chunk):
+        conn.data_received(wire[at : at + chunk])
+    expected: list[str | bytes] = ["a", "b" * 200, "c" * 70_000, "d1d2d3", b"\x00\x01", "é€"]
+    echoed = [m if isinstance(m, str) else m.decode() for m in expected]  # a text gateway echoes in text
+    assert [await recv(ws) for _ in expected] == echoed
+    assert s.gw.recorders[0].messages == expected
+    assert conn._direct and s.listener.statistics()["direct_handoffs"] == 0
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("frames", "code", "handoff"),
+    [
+        ([masked(b"a", fin=False), masked(b"b")], 1002, 0),  # a new message inside a fragmented one
+        ([masked(b"a", Opcode.CONT)], 1002, 1),  # a continuation of nothing: websockets decides
+        ([b"\xc1\x81" + b"\x00" * 4 + b"a"], 1002, 1),  # RSV1 without an extension
+        ([b"\x83\x81" + b"\x00" * 4 + b"a"], 1002, 1),  # reserved opcode 3
+        ([b"\x89\xfe\x00\x7e" + b"\x00" * 4 + b"x" * 126], 1002, 1),  # a ping over 125 bytes
+        ([b"\x09\x81" + b"\x00" * 4 + b"p"], 1002, 1),  # a fragmented ping
+        ([masked(b"y" * 600, fin=False), masked(b"y" * 600, Opcode.CONT)], 1009, 0),  # fragments over the limit
+    ],
+)
+async def test_bad_frames_close_as_websockets_would(serve: Serve, frames: list[bytes], code: int, handoff: int) -> None:
+    s = await serve(max_message_size=1024)
+    reader, writer = await raw_upgrade(s)
+    writer.write(b"".join(frames))
+    data = await read_to_eof(reader)
+    assert close_frame_code(data) == code
+    writer.close()
+    await eventually(lambda: s.gw.closed == [code])
+    assert s.listener.statistics()["direct_handoffs"] == handoff
+
+
+async def test_peer_close_frame_goes_to_the_protocol(serve: Serve) -> None:
+    s = await serve()
+    reader, writer = await raw_upgrade(s)
+    writer.write(masked(b"hi") + Frame(Opcode.CLOSE, b"\x03\xe8bye").serialize(mask=True) + masked(b"late"))
+    data = await read_to_eof(reader)
+    assert close_frame_code(data) == 1000
+    writer.close()
+    await eventually(lambda: s.gw.closed == [1000])
+    assert s.gw.recorders[0].messages == ["hi"]
