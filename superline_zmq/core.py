@@ -70,7 +70,7 @@ class Core:
         self.requests = RequestOutcomes()
         self.asks = LatencyHistogram()
         #: Request handlers: a graceful drain waits for them; cancelled on shutdown.
-        self.calls = TaskOwner(report)
+        self.calls = TaskOwner(report, eager=True)
         #: Subscribes, closes and the like: cancelled on shutdown.
         self.tasks = TaskOwner(report)
         #: ``on_disconnect`` hooks: waited for on shutdown before anything is cancelled.
