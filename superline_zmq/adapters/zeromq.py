@@ -424,6 +424,7 @@ class ZeroMQAdapter:
         self._refused_peers: dict[NodeId, Addr] = {}  # members not connected to: key not allowed
         self._evicted: dict[NodeId, Addr] = {}  # members dropped for a removed key, while it stays removed
         self._refused_by: dict[bytes, NodeId] = {}  # members that refused our key: reconnect when they call
+        self._dealer_monitors: dict[NodeId, zmq.asyncio.Socket] = {}  # with CURVE (see _watch_dealer)
         self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
         self._ctx: zmq.asyncio.Context = context if context is not None else zmq.asyncio.Context()
@@ -868,6 +869,29 @@ class ZeroMQAdapter:
                     sock.disable_monitor()
             monitor.close(linger=0)
         self._monitors.clear()
+        for node in list(self._dealer_monitors):
+            self._unwatch_dealer(node)
+
+    def _watch_dealer(self, node: NodeId, dealer: zmq.asyncio.Socket) -> None:
+        """Watch our DEALER to ``node`` for a ZAP refusal. libzmq tells only the connecting socket
+        and never retries it, and the SUB to the same member is not always refused with it (it
+        may reconnect at another moment): without this, a member that evicted us and admits us
+        again would get no answers from us until the next membership change."""
+        monitor = dealer.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        self._dealer_monitors[node] = monitor
+        task = asyncio.get_running_loop().create_task(self._monitor_loop(monitor, f"dealer:{node}"))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _unwatch_dealer(self, node: NodeId) -> None:
+        monitor = self._dealer_monitors.pop(node, None)
+        if monitor is None:
+            return
+        dealer = self._dealers.get(node)
+        if dealer is not None and not dealer.closed:
+            with contextlib.suppress(zmq.ZMQError):
+                dealer.disable_monitor()
+        monitor.close(linger=0)
 
     def _try_send(self, sock: zmq.asyncio.Socket, frames: list[bytes]) -> BaseException | None:
         """Send without blocking: None if ZeroMQ took it, else why not (``zmq.Again``: queue full)."""
@@ -1020,6 +1044,8 @@ class ZeroMQAdapter:
         self._dealers[node] = dealer
         if key:
             self._member_keys[node] = key
+        if self.curve is not None:
+            self._watch_dealer(node, dealer)
         # Member DEALERs only ever send, so they are driven through a plain shadow socket:
         # no Future per message. (Never do this on a socket something also receives on.)
         sync = self._dealer_sync[node] = zmq.Socket.shadow(dealer.underlying)
@@ -1032,6 +1058,7 @@ class ZeroMQAdapter:
         self._member_keys.pop(node, None)
         self._refused_by.pop(node.encode(), None)  # any new connection to it is made afresh
         self._dealer_sync.pop(node, None)
+        self._unwatch_dealer(node)
         dealer = self._dealers.pop(node, None)
         if dealer is not None:
             self._all.remove(dealer)
@@ -1200,6 +1227,8 @@ class ZeroMQAdapter:
             if what == "sub":
                 endpoint = event["endpoint"]
                 self._on_refused_by(endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint))
+            elif what.startswith("dealer:"):
+                self._on_dealer_refused(NodeId(what[len("dealer:") :]))
             else:
                 self._on_handshake_failed(int(event["event"]), int(event["value"]), what)
 
@@ -1220,6 +1249,20 @@ class ZeroMQAdapter:
         )
         for node in nodes:
             self._refused_by[node.encode()] = node
+
+    def _on_dealer_refused(self, node: NodeId) -> None:
+        """``node``'s ROUTER refused our key: reconnect to it when it calls us (as for the SUB)."""
+        if node not in self._dealers or node.encode() in self._refused_by:
+            return
+        self._stats["refused_by_peer"] += 1
+        self._rlog.log(
+            logging.WARNING,
+            "refused_by",
+            "%s refused this node's key %s: it is not in that node's allow list (yet)",
+            node,
+            self.curve.fingerprint if self.curve is not None else "?",
+        )
+        self._refused_by[node.encode()] = node
 
     def _retry_refused(self, node: NodeId) -> None:
         """``node`` called us after refusing our key: it admits us now, so connect to it afresh."""
