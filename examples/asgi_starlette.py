@@ -45,6 +45,7 @@ async def hello(input: Hello, ctx: None, conn: Conn) -> Greeting:
 srv.implement({"shared": {"hello": hello}})
 
 
+# --8<-- [start:app]
 async def status(request: HttpRequest) -> JSONResponse:
     # an ordinary HTTP route of the same app, reading the realtime server's state
     return JSONResponse({"connections": len(srv.local.connections), "node": srv.node_id})
@@ -62,6 +63,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 # Clients dial ws://host:port/ws/ (the mount point with its trailing slash).
 app = Starlette(routes=[Route("/status", status), Mount("/ws", app=srv.asgi)], lifespan=lifespan)
+# --8<-- [end:app]
 
 
 async def http_get(port: int, path: str) -> tuple[int, bytes]:
