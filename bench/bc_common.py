@@ -1,7 +1,8 @@
 """Shared by the broadcast fan-out scripts: payload and control shapes, the paced send loop, drain wait.
 
-Both servers run the same `run_start` loop and differ only in the `send(seq)` they pass: the library's
-`room.broadcast("tick", Tick(...))`, or one msgspec encode plus `websockets.broadcast(conns, ...)`.
+All servers run the same `run_start` loop and differ only in the `send(seq)` they pass: the library's
+`room.broadcast("tick", Tick(...))`, one msgspec encode plus `websockets.broadcast(conns, ...)`, or (ASGI,
+python-socketio) a coroutine function that awaits each member's `send` / `sio.emit`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import cProfile
 import os
 import pstats
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -80,9 +81,15 @@ async def wait_drained(buffered: Callable[[], int], cap: float) -> bool:
 
 
 async def run_start(
-    args: Start, send: Callable[[int], None], members: Callable[[], int], buffered: Callable[[], int], tag: str
+    args: Start,
+    send: Callable[[int], Awaitable[None] | None],
+    members: Callable[[], int],
+    buffered: Callable[[], int],
+    tag: str,
 ) -> Started:
     """Call `send(seq)` for seq = 0..count-1 in batches, then wait for the write buffers to drain.
+
+    `send` may return an awaitable (an ASGI `send`, `sio.emit`): it is awaited before the next tick.
 
     Bounded by count and by `args.seconds`; yields to the loop after every batch (sleeping to keep the
     pace when `args.rate` > 0). With $BENCH_PROFILE_DIR set, the whole window is cProfiled into
@@ -101,7 +108,9 @@ async def run_start(
     capped = False
     while sent < args.count:
         for _ in range(min(batch, args.count - sent)):
-            send(sent)
+            pending = send(sent)
+            if pending is not None:
+                await pending
             sent += 1
         now = time.perf_counter()
         if now >= deadline:

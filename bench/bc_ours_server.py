@@ -3,7 +3,8 @@
 Contract (shared): `join: request(None, int)` -> room size; `start: request(Start, Started)` sends
 `Start.count` `tick` events with `srv.room("bench").broadcast("tick", Tick(seq, time.time_ns(), pad))`;
 event `tick: event(Tick)`. Clients connect with `?role=user` (default authenticate, default backpressure).
-Usage: python bench/bc_ours_server.py --port 0 [--uvloop]  (prints `PORT <n>`, exits on SIGTERM)
+Usage: python bench/bc_ours_server.py --port 0 [--uvloop] [--transport fast|websockets|asgi]
+(prints `PORT <n>`, exits on SIGTERM)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ api = define_contract(
 )
 
 
-async def main(port: int) -> None:
-    """Listen on 127.0.0.1:`port` until SIGTERM/SIGINT, then close the server."""
+async def main(port: int, transport: str) -> None:
+    """Listen on 127.0.0.1:`port` with `transport` until SIGTERM/SIGINT, then close the server."""
     srv = create_socket_server(api)
 
     async def join(_: None, ctx: Any, conn: Conn) -> int:
@@ -49,12 +50,12 @@ async def main(port: int) -> None:
         return await run_start(args, send, lambda: srv.room(ROOM).size, buffered, "ours")
 
     srv.implement({"shared": {"join": join, "start": start}})
-    await serve_until_stopped(srv, port)
+    await serve_until_stopped(srv, port, transport)
 
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    server_cli(__doc__ or "", main, max_fds=4096)
+    server_cli(__doc__ or "", main, max_fds=4096, transport=True)
 
 
 if __name__ == "__main__":

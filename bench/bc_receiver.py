@@ -10,6 +10,11 @@ paced phase (one tick every 1/rate s for `--paced-seconds`) measures latency wit
 JSON line (the paced phase under "paced").
 With `--sync` it prints `READY` before and `DONE` after the measured window and waits for a stdin line
 at each (see benchlib.run_synced).
+
+`--protocol sio` speaks Engine.IO 4 / Socket.IO 5 instead (to bc_sio_server.py, `--url
+ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket`): open packet, `40` (waits for `40{...}`), requests
+as `42<id>["join"]` / `42<id>["start",{...}]` answered by `43<id>[...]`, ticks as `42["tick",{...}]`, `2`
+answered with `3`. Same client library and loops, so the receiving cost stays comparable.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class EnvIn(msgspec.Struct, tag_field="t", tag="env"):
 
 
 DECODER = msgspec.json.Decoder(EvtIn | ResIn | ErrIn | PingIn | EnvIn)
+SIO_TICK = msgspec.json.Decoder(tuple[str, Tick])
 STARTED_DECODER = msgspec.json.Decoder(Started)
 ENCODE = msgspec.json.Encoder().encode
 
@@ -83,12 +89,40 @@ class Stats:
 class Client:
     """One WebSocket in the room, with its own receive count."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, protocol: str = "superline") -> None:
         self.ws = ws
         self.received = 0
+        self.protocol = protocol
 
     async def consume(self, st: Stats) -> None:
         """Receive until the connection closes or the task is cancelled; record each tick."""
+        if self.protocol == "sio":
+            await self.consume_sio(st)
+        else:
+            await self.consume_superline(st)
+
+    async def consume_sio(self, st: Stats) -> None:
+        """`consume` for Socket.IO: `42["tick",{...}]` events; `2` (ping) answered with `3`."""
+        ws = self.ws
+        recv, decode, now = ws.recv, SIO_TICK.decode, time.time_ns
+        try:
+            while True:
+                msg = await recv()
+                if msg.startswith('42["tick"'):
+                    t = now()
+                    st.latencies.append(t - decode(msg[2:])[1].t_ns)
+                    st.received += 1
+                    st.last_ns = t
+                    self.received += 1
+                elif msg == "2":
+                    await ws.send("3")
+                else:
+                    st.other += 1
+        except ConnectionClosed:
+            pass
+
+    async def consume_superline(self, st: Stats) -> None:
+        """`consume` for superline.v1: `evt` frames."""
         recv, decode, now = self.ws.recv, DECODER.decode, time.time_ns
         try:
             while True:
@@ -106,7 +140,13 @@ class Client:
 
 
 async def call(ws: ClientConnection, i: int, method: str, data: Any, timeout: float) -> msgspec.Raw:
-    """Send `req` `method` and return the `d` of its `res` (frames in between are skipped)."""
+    """Send `req` `method` and return the `d` of its `res` (frames in between are skipped).
+
+    On a Socket.IO connection (see `open_client`) it emits `method` with ack id `i` and returns the ack's
+    first argument as JSON.
+    """
+    if getattr(ws, "sio", False):
+        return await call_sio(ws, i, method, data, timeout)
     await ws.send(ENCODE({"t": "req", "i": i, "m": method, "d": data}), text=True)
     async with asyncio.timeout(timeout):
         while True:
@@ -117,12 +157,38 @@ async def call(ws: ClientConnection, i: int, method: str, data: Any, timeout: fl
                 raise RuntimeError(f"{method} failed: {frame.code} {frame.m}")
 
 
-async def open_client(url: str, gate: asyncio.Semaphore) -> ClientConnection:
-    """Connect (under `gate`) and consume the initial `env` frame."""
+async def call_sio(ws: ClientConnection, i: int, event: str, data: Any, timeout: float) -> msgspec.Raw:
+    """Emit `event` with ack id `i`; return the ack's first argument as JSON (`2` answered meanwhile)."""
+    await ws.send(f"42{i}" + ENCODE([event] if data is None else [event, data]).decode())
+    head = f"43{i}["
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.recv()
+            if msg == "2":
+                await ws.send("3")
+            elif msg.startswith(head):
+                return msgspec.Raw(ENCODE(msgspec.json.decode(msg[len(head) - 1 :])[0]))
+
+
+async def open_client(url: str, gate: asyncio.Semaphore, protocol: str = "superline") -> ClientConnection:
+    """Connect (under `gate`) and consume the initial `env` frame, or (sio) do the Socket.IO connect."""
     async with gate:
         ws = await connect(
             url, compression=None, proxy=None, ping_interval=None, max_queue=None, open_timeout=20, close_timeout=2
         )
+    if protocol == "sio":
+        ws.sio = True  # type: ignore[attr-defined]  # read by `call`
+        async with asyncio.timeout(20):
+            opened = await ws.recv()
+            if not isinstance(opened, str) or not opened.startswith("0"):
+                raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
+            await ws.send("40")
+            while True:
+                msg = await ws.recv()
+                if msg == "2":
+                    await ws.send("3")
+                elif isinstance(msg, str) and msg.startswith("40"):
+                    return ws
     first = DECODER.decode(await asyncio.wait_for(ws.recv(decode=False), 20))
     if type(first) is not EnvIn:
         raise RuntimeError(f"expected an env frame first, got {first!r}")
@@ -180,11 +246,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     n = args.clients
     gate = asyncio.Semaphore(args.connect_concurrency)
     t0 = time.monotonic()
-    sockets = await asyncio.wait_for(asyncio.gather(*(open_client(args.url, gate) for _ in range(n))), 120)
-    clients = [Client(ws) for ws in sockets]
+    opens = (open_client(args.url, gate, args.protocol) for _ in range(n))
+    sockets = await asyncio.wait_for(asyncio.gather(*opens), 120)
+    clients = [Client(ws, args.protocol) for ws in sockets]
     sizes = await asyncio.wait_for(asyncio.gather(*(call(c.ws, 1, "join", None, 60) for c in clients)), 120)
     members = max(int(msgspec.json.decode(s)) for s in sizes)
-    control = await open_client(args.url, gate)
+    control = await open_client(args.url, gate, args.protocol)
     connect_s = time.monotonic() - t0
     st = Stats()
     tasks = [asyncio.create_task(c.consume(st)) for c in clients]
@@ -230,6 +297,7 @@ def cli() -> None:
     """Parse arguments and run the receiver."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="e.g. ws://127.0.0.1:PORT/?role=user")
+    parser.add_argument("--protocol", choices=("superline", "sio"), default="superline", help="wire protocol")
     parser.add_argument("--clients", type=int, default=100, help="connections in the room")
     parser.add_argument("--count", type=int, default=1000, help="measured ticks (each goes to every client)")
     parser.add_argument("--warmup", type=int, default=50, help="warm-up ticks, not measured")

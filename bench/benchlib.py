@@ -231,11 +231,14 @@ def format_table(head: Sequence[str], rows: Sequence[Sequence[Any]], left: int =
     return "\n".join(out)
 
 
-async def serve_until_stopped(srv: Any, port: int) -> None:
-    """Listen with a superline server on 127.0.0.1:`port`, announce the port, run until SIGTERM/SIGINT."""
+async def serve_until_stopped(srv: Any, port: int, transport: str | None = None) -> None:
+    """Listen with a superline server on 127.0.0.1:`port`, announce the port, run until SIGTERM/SIGINT.
+
+    `transport` ("fast", "websockets", "asgi"; None = the library's default) goes to `srv.listen`.
+    """
     stop = asyncio.Event()
     add_stop_signals(asyncio.get_running_loop(), stop)
-    await srv.listen("127.0.0.1", port)
+    await srv.listen("127.0.0.1", port, transport=transport)
     try:
         announce_port(srv.port)
         await stop.wait()
@@ -243,15 +246,105 @@ async def serve_until_stopped(srv: Any, port: int) -> None:
         await srv.close()
 
 
-def server_cli(doc: str, main: Callable[[int], Coroutine[Any, Any, None]], *, max_fds: int | None = None) -> None:
-    """The shared command line of the bench servers: ``--port``, ``--uvloop`` (and ``--max-fds``)."""
+async def serve_asgi_until_stopped(app: Any, port: int, max_message_size: int = 1 << 20) -> None:
+    """Serve a plain ASGI 3 `app` with uvicorn on 127.0.0.1:`port` until SIGTERM/SIGINT.
+
+    Uses the library's own in-process uvicorn hosting (`superline_zmq.transport.uvicorn.serve`, what
+    `srv.listen(transport="asgi")` runs), so a raw ASGI app or `socketio.ASGIApp` gets exactly the uvicorn
+    config of the `ours-asgi` server: uvicorn's `ws="auto"` (websockets-sansio when `websockets` is
+    installed), log level warning, no access log, no lifespan, no uvicorn pings, no permessage-deflate,
+    `ws_max_size` = 1 MiB + 1024. The event loop is the one already running (`--uvloop` or asyncio).
+    """
+    use_checkout()
+    from superline_zmq.transport.uvicorn import serve
+
+    stop = asyncio.Event()
+    add_stop_signals(asyncio.get_running_loop(), stop)
+    listener = await serve(app, "127.0.0.1", port, max_message_size=max_message_size)
+    try:
+        ws_impl = getattr(listener._server.config, "ws_protocol_class", None)
+        print(f"asgi: uvicorn ws implementation {getattr(ws_impl, '__name__', ws_impl)}", file=sys.stderr)
+        announce_port(listener.addresses[0][1])
+        await stop.wait()
+    finally:
+        listener.close()
+        await asyncio.wait_for(listener.wait_closed(), 10)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process, from /proc."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def socket_fds() -> int:
+    """Sockets this process holds open (listeners and the loop's self-pipe included), from /proc/self/fd."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:  # closed meanwhile (the listdir's own fd)
+            pass
+    return count
+
+
+def install_mem_command() -> None:
+    """Answer `mem` lines on stdin with `MEM <rss bytes> <traced bytes> <socket fds>`, after a gc.
+
+    Traced is 0 unless tracemalloc runs. For the idle-memory measurement (idle_memory.py); stdin must be a pipe.
+    """
+    import gc
+    import tracemalloc
+
+    loop = asyncio.get_running_loop()
+
+    def on_stdin() -> None:
+        line = sys.stdin.readline()
+        if not line:
+            loop.remove_reader(sys.stdin)
+        elif line.strip() == "mem":
+            gc.collect()
+            traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
+            print(f"MEM {rss_bytes()} {traced} {socket_fds()}", flush=True)
+
+    loop.add_reader(sys.stdin, on_stdin)
+
+
+TRANSPORTS = ("fast", "websockets", "asgi")
+
+
+def server_cli(
+    doc: str,
+    main: Callable[..., Coroutine[Any, Any, None]],
+    *,
+    max_fds: int | None = None,
+    transport: bool = False,
+) -> None:
+    """The shared command line of the bench servers: ``--port``, ``--uvloop``, ``--mem``, ``--tracemalloc``,
+    ``--max-fds`` (default `max_fds`, else 4096).
+
+    With `transport` (the library's servers) it also takes ``--transport fast|websockets|asgi`` (default
+    fast) and calls ``main(port, transport)``; otherwise ``main(port)``.
+    """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (0 = any free)")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
-    if max_fds is not None:
-        parser.add_argument("--max-fds", type=int, default=max_fds, help="raise RLIMIT_NOFILE to this")
+    parser.add_argument("--mem", action="store_true", help="answer `mem` on stdin (idle_memory.py)")
+    parser.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (for `mem`)")
+    if transport:
+        parser.add_argument("--transport", choices=TRANSPORTS, default="fast", help="srv.listen transport")
+    parser.add_argument("--max-fds", type=int, default=max_fds or 4096, help="raise RLIMIT_NOFILE to this")
     args = parser.parse_args()
-    if max_fds is not None:
-        raise_fd_limit(args.max_fds)
+    raise_fd_limit(args.max_fds)
+    if args.tracemalloc:
+        import tracemalloc
+
+        tracemalloc.start()
+
+    async def run() -> None:
+        if args.mem:
+            install_mem_command()
+        await (main(args.port, args.transport) if transport else main(args.port))
+
     install_loop(args.uvloop)
-    asyncio.run(main(args.port))
+    asyncio.run(run())

@@ -5,7 +5,12 @@ one receiver process (`bc_receiver.py`) that holds all N WebSocket clients, on 1
 broadcasts `tick` events (~64-byte payload with a `time.time_ns()` stamp) to the room as fast as it can,
 yielding every `--batch` ticks; the receiver timestamps every delivery. Reports delivered messages/s,
 publish-to-receive latency (burst, and at a fixed paced rate), lost deliveries, server CPU per delivery and
-the ours/raw ratios. Usage: python bench/broadcast.py [--uvloop] [--clients 100,1000] [--json F]
+the ours/raw ratios, and the server-CPU-per-delivery ratios: every `ours*` vs `raw` (target <= 0.7x),
+`ours-asgi` vs `asgi-raw` and vs `sio`.
+Servers: raw (websockets.broadcast ceiling), ours / ours-ws / ours-asgi (the library on its fast / websockets /
+asgi transport), asgi-raw (raw ASGI app under uvicorn: one `await send` per member, the ASGI ceiling), sio
+(python-socketio ASGIApp under uvicorn, `sio.emit(..., room=)`).
+Usage: python bench/broadcast.py [--uvloop] [--servers all] [--clients 100,1000] [--json F]
 """
 
 from __future__ import annotations
@@ -22,20 +27,37 @@ from typing import Any
 
 from bc_common import PROFILE_ENV
 from benchlib import LineReader, format_table, run_synced, spawn, stop_process, wait_quiet
+from request_roundtrip import server_url
 
 BENCH = Path(__file__).resolve().parent
-SERVERS = {"raw": BENCH / "bc_raw_server.py", "ours": BENCH / "bc_ours_server.py"}
+#: name -> (script, extra arguments, wire protocol)
+SERVERS: dict[str, tuple[Path, list[str], str]] = {
+    "raw": (BENCH / "bc_raw_server.py", [], "superline"),
+    "ours": (BENCH / "bc_ours_server.py", ["--transport", "fast"], "superline"),
+    "ours-ws": (BENCH / "bc_ours_server.py", ["--transport", "websockets"], "superline"),
+    "ours-asgi": (BENCH / "bc_ours_server.py", ["--transport", "asgi"], "superline"),
+    "asgi-raw": (BENCH / "bc_asgi_raw_server.py", [], "superline"),
+    "sio": (BENCH / "bc_sio_server.py", [], "sio"),
+}
 RECEIVER = BENCH / "bc_receiver.py"
 TARGET = 0.8  # minimum ours/raw delivered/s at TARGET_CLIENTS
+CPU_TARGET = 0.7  # maximum ours*/raw server CPU per delivery (issue 13), every room size
+#: (ours side, reference, target or None): the server-CPU-per-delivery comparisons printed when both ran
+CPU_PAIRS: list[tuple[str, str, float | None]] = [
+    *((o, "raw", CPU_TARGET) for o in ("ours", "ours-ws", "ours-asgi")),
+    ("ours-asgi", "asgi-raw", None),
+    ("ours-asgi", "sio", None),
+]
 TARGET_CLIENTS = 1000
 START_TIMEOUT = 30.0
 DISTURBED = 15.0  # other CPU % above which a run counts as disturbed (retried, and not preferred)
 
 
-def receiver_args(url: str, n: int, args: argparse.Namespace) -> list[str]:
+def receiver_args(url: str, n: int, args: argparse.Namespace, protocol: str = "superline") -> list[str]:
     """Command line of one receiver run with N clients."""
     opts = {
         "--url": url,
+        "--protocol": protocol,
         "--clients": n,
         "--count": max(1, args.deliveries // n),
         "--warmup": max(1, args.warmup // n),
@@ -55,16 +77,17 @@ def bench_one(name: str, n: int, args: argparse.Namespace, profile_dir: str | No
     """Start server `name`, run one receiver with N clients against it, stop it; return the record."""
     load = wait_quiet(args.quiet_wait)
     rec: dict[str, Any] = {"server": name, "clients": n, "load_before": round(load, 2)}
-    server_args = ["--port", "0", "--max-fds", str(n + 256), *(["--uvloop"] if args.uvloop else [])]
-    proc = spawn(str(SERVERS[name]), server_args, env={PROFILE_ENV: profile_dir} if profile_dir else None)
+    script, extra, protocol = SERVERS[name]
+    server_args = ["--port", "0", "--max-fds", str(n + 256), *extra, *(["--uvloop"] if args.uvloop else [])]
+    proc = spawn(str(script), server_args, env={PROFILE_ENV: profile_dir} if profile_dir else None)
     reader = LineReader(proc)
     try:
         port = int(reader.expect("PORT ", START_TIMEOUT))
-        url = f"ws://127.0.0.1:{port}/?role=user"
+        url = server_url(port, protocol)
         print(f"- {name}: {n} clients on port {port}, load before {load:.2f} CPUs", file=sys.stderr, flush=True)
         line, cpu, wall = run_synced(
             str(RECEIVER),
-            receiver_args(url, n, args),
+            receiver_args(url, n, args, protocol),
             {"server": proc.pid},
             ready_timeout=180.0,
             done_timeout=args.seconds + args.drain + args.idle + 60,
@@ -134,12 +157,39 @@ def ratios(records: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, An
     return rows
 
 
+def cpu_ratios(records: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+    """Server CPU µs/delivery of each CPU_PAIRS pair per room size (when both ran), with target and verdict.
+
+    Each side takes its lowest figure among its undisturbed runs (all its runs if none is undisturbed).
+    """
+    ok = [r for r in records if "error" not in r]
+    rows = []
+    for n in sizes:
+        best: dict[str, dict[str, Any]] = {}
+        for name in SERVERS:
+            mine = [r for r in ok if r["server"] == name and r["clients"] == n]
+            mine = [r for r in mine if not r["disturbed"]] or mine
+            if mine:
+                best[name] = min(mine, key=lambda r: r["server_cpu_us_per_delivery"])
+        for a, b, target in CPU_PAIRS:
+            if a not in best or b not in best:
+                continue
+            ratio = best[a]["server_cpu_us_per_delivery"] / max(best[b]["server_cpu_us_per_delivery"], 1e-9)
+            row: dict[str, Any] = {"clients": n, "server": a, "reference": b, "cpu_ratio": round(ratio, 3)}
+            row.update(target=target, verdict="n/a" if target is None else ("PASS" if ratio <= target else "MISS"))
+            row["disturbed"] = best[a]["disturbed"] or best[b]["disturbed"]
+            rows.append(row)
+    return rows
+
+
 def fmt(value: Any, spec: str = ",.0f") -> str:
     """Format a number for the table, or '-' when missing."""
     return "-" if value is None else format(value, spec)
 
 
-def print_report(records: list[dict[str, Any]], rows: list[dict[str, Any]], repeat: int) -> None:
+def print_report(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], cpu_rows: list[dict[str, Any]], repeat: int
+) -> None:
     """Print the results table, the ratio lines and any failures."""
     head = (
         "clients",
@@ -199,7 +249,15 @@ def print_report(records: list[dict[str, Any]], rows: list[dict[str, Any]], repe
             f"{row['clients']} clients: ours/raw delivered/s {row['delivered_ratio']:.2f}x{target}; "
             f"push/s {push}; server CPU/delivery {cpu}{note}"
         )
-    if any(row.get("disturbed") for row in rows):
+    if cpu_rows:
+        print()
+        print("server CPU µs/delivery, lower is better:")
+    for row in cpu_rows:
+        target = "" if row["target"] is None else f" (target <= {row['target']}x) {row['verdict']}"
+        note = "  [DISTURBED: other processes were busy]" if row["disturbed"] else ""
+        name = f"{row['server']}/{row['reference']}"
+        print(f"{row['clients']} clients: server CPU/delivery {name} {row['cpu_ratio']:.2f}x{target}{note}")
+    if any(row.get("disturbed") for row in [*rows, *cpu_rows]):
         print("warning: some compared runs were disturbed by other processes; rerun on a quiet machine")
     for r in records:
         if "error" in r:
@@ -218,7 +276,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--uvloop", action="store_true", help="run both servers on uvloop")
     parser.add_argument("--clients", default="100,1000", help="comma-separated room sizes")
-    parser.add_argument("--servers", default="raw,ours", help="comma-separated subset of: raw,ours")
+    parser.add_argument(
+        "--servers", default="raw,ours", help=f"comma-separated subset of: {','.join(SERVERS)} (or all)"
+    )
     parser.add_argument(
         "--deliveries", type=int, default=400_000, help="measured deliveries per run (ticks = this / N)"
     )
@@ -239,7 +299,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the servers' send windows and print them")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
-    names = [s for s in args.servers.split(",") if s]
+    names = list(SERVERS) if args.servers == "all" else [s for s in args.servers.split(",") if s]
     if unknown := set(names) - set(SERVERS):
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
     sizes = [int(x) for x in args.clients.split(",") if x]
@@ -254,13 +314,14 @@ def main() -> int:
                     if "error" in rec or not rec["disturbed"]:
                         break
     rows = ratios(records, sizes)
-    print_report(records, rows, max(1, args.repeat))
+    cpu_rows = cpu_ratios(records, sizes)
+    print_report(records, rows, cpu_rows, max(1, args.repeat))
     if profile_dir:
         print_profiles(profile_dir, 25)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         config.update(python=platform.python_version(), cpus=os.cpu_count(), loadavg=os.getloadavg())
-        report = {"config": config, "runs": records, "ratios": rows}
+        report = {"config": config, "runs": records, "ratios": rows, "cpu_ratios": cpu_rows}
         Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     return 1 if any("error" in r for r in records) else 0
 

@@ -1,10 +1,15 @@
-"""Request round-trip benchmark: superline_zmq server vs. a bare `websockets` ceiling server.
+"""Request round-trip benchmark: superline_zmq server vs. a bare `websockets` ceiling server (and ASGI ones).
 
-Starts each server (raw, ours) as a process on 127.0.0.1 (port 0) and runs `rt_loadgen.py` against it with
-1 client and with C concurrent clients, servers interleaved, `--rounds` times; the least disturbed run of
-each is kept. Samples the server's CPU time from /proc around each measured window and prints req/s,
-p50/p99 latency, server CPU µs per request and the ours/raw throughput ratios against their targets.
-Usage: python bench/request_roundtrip.py [--uvloop] [--requests N] [--seconds S] [--clients C] [--json F]
+Starts each server as a process on 127.0.0.1 (port 0) and runs `rt_loadgen.py` against it with 1 client and
+with C concurrent clients, servers interleaved, `--rounds` times; the least disturbed run of each is kept.
+Samples the server's CPU time from /proc around each measured window and prints req/s, p50/p99 latency,
+server CPU µs per request, the ours/raw throughput ratios against their targets, and the server-CPU ratios:
+every `ours*` vs `raw` (target <= 0.75x), `ours-asgi` vs `asgi-raw` and vs `sio`.
+Servers: raw (websockets ceiling), ours / ours-ws / ours-asgi (the library on its fast / websockets / asgi
+transport), asgi-raw (minimal raw ASGI app under uvicorn, the ASGI ceiling), sio (python-socketio ASGIApp
+under uvicorn).
+Usage: python bench/request_roundtrip.py [--uvloop] [--servers all] [--requests N] [--seconds S] [--clients C]
+[--json F]
 """
 
 from __future__ import annotations
@@ -34,9 +39,24 @@ from benchlib import (
 )
 
 BENCH = Path(__file__).resolve().parent
-SERVERS = {"raw": BENCH / "rt_raw_server.py", "ours": BENCH / "rt_ours_server.py"}
+#: name -> (script, extra arguments, wire protocol)
+SERVERS: dict[str, tuple[Path, list[str], str]] = {
+    "raw": (BENCH / "rt_raw_server.py", [], "superline"),
+    "ours": (BENCH / "rt_ours_server.py", ["--transport", "fast"], "superline"),
+    "ours-ws": (BENCH / "rt_ours_server.py", ["--transport", "websockets"], "superline"),
+    "ours-asgi": (BENCH / "rt_ours_server.py", ["--transport", "asgi"], "superline"),
+    "asgi-raw": (BENCH / "rt_asgi_raw_server.py", [], "superline"),
+    "sio": (BENCH / "rt_sio_server.py", [], "sio"),
+}
 LOADGEN = BENCH / "rt_loadgen.py"
 TARGETS = {"single": 0.8, "multi": 0.6}  # minimum ours/raw req/s ratio per scenario
+CPU_TARGET = 0.75  # maximum ours*/raw server CPU per request (issue 13), 1 and C clients
+#: (ours side, reference, target or None): the server-CPU-per-request comparisons printed when both ran
+CPU_PAIRS: list[tuple[str, str, float | None]] = [
+    *((o, "raw", CPU_TARGET) for o in ("ours", "ours-ws", "ours-asgi")),
+    ("ours-asgi", "asgi-raw", None),
+    ("ours-asgi", "sio", None),
+]
 START_TIMEOUT = 30.0
 DISTURBED_PCT = 15.0  # a run during which unrelated processes used more CPU than this (% of one CPU)
 
@@ -68,7 +88,8 @@ class Server:
 def start_servers(names: list[str], uvloop: bool, servers: list[Server]) -> None:
     """Start the named servers, appending each to `servers` at once (for cleanup), then read their ports."""
     for name in names:
-        proc = spawn(str(SERVERS[name]), ["--port", "0", *(["--uvloop"] if uvloop else [])])
+        script, extra, _ = SERVERS[name]
+        proc = spawn(str(script), ["--port", "0", *extra, *(["--uvloop"] if uvloop else [])])
         servers.append(Server(name, proc, LineReader(proc)))
     for srv in servers:
         try:
@@ -86,9 +107,19 @@ def stop_servers(servers: list[Server]) -> None:
             print(f"- {srv.name}: server exit code {code}", file=sys.stderr)
 
 
-def run_loadgen(url: str, server_pid: int, clients: int, args: argparse.Namespace) -> Record:
+def server_url(port: int, protocol: str) -> str:
+    """The URL clients of `protocol` dial on 127.0.0.1:`port`."""
+    if protocol == "sio":
+        return f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket"
+    return f"ws://127.0.0.1:{port}/?role=user"
+
+
+def run_loadgen(
+    url: str, server_pid: int, clients: int, args: argparse.Namespace, protocol: str = "superline"
+) -> Record:
     """Run one loadgen process against `url`; return its result plus CPU use over the measured window."""
     opts = {"--url": url, "--clients": clients, "--requests": args.requests, "--seconds": args.seconds}
+    opts |= {"--protocol": protocol}
     opts |= {"--warmup": args.warmup, "--loop": args.loadgen_loop}
     lg_args = [*(str(x) for kv in opts.items() for x in kv), "--sync"]
     ready_timeout, done_timeout = START_TIMEOUT + args.warmup / 500, args.seconds + 60
@@ -122,7 +153,8 @@ def run_one(srv: Server, scenario: str, clients: int, rnd: int, args: argparse.N
     load = wait_quiet(args.quiet_wait)
     print(f"- round {rnd}: {srv.name}, {clients} client(s), load before {load:.2f} CPUs", file=sys.stderr)
     try:
-        rec.update(run_loadgen(f"ws://127.0.0.1:{srv.port}/?role=user", srv.proc.pid, clients, args))
+        protocol = SERVERS[srv.name][2]
+        rec.update(run_loadgen(server_url(srv.port, protocol), srv.proc.pid, clients, args, protocol))
         if rec["errors"]:
             rec["error"] = f"{rec['errors']} wrong or err replies"
     except Exception as exc:  # keep going: the failure is reported with the results
@@ -161,12 +193,29 @@ def ratios(chosen: list[Record], scenarios: Scenarios) -> list[Record]:
     return out
 
 
+def cpu_ratios(chosen: list[Record], scenarios: Scenarios) -> list[Record]:
+    """Server CPU µs/request of each CPU_PAIRS pair per scenario (when both ran), with target and verdict."""
+    out = []
+    for scenario, _ in scenarios:
+        by = {r["server"]: r for r in chosen if r["scenario"] == scenario and "error" not in r}
+        for mine, ref, target in CPU_PAIRS:
+            if mine not in by or ref not in by:
+                continue
+            a, b = by[mine], by[ref]
+            ratio = round(a["server_cpu_us_per_req"] / max(b["server_cpu_us_per_req"], 1e-9), 3)
+            row: Record = {"scenario": scenario, "server": mine, "reference": ref, "cpu_ratio": ratio}
+            row.update(target=target, verdict="n/a" if target is None else ("PASS" if ratio <= target else "MISS"))
+            row["disturbed"] = max(a["other_cpu_pct"], b["other_cpu_pct"]) > DISTURBED_PCT
+            out.append(row)
+    return out
+
+
 def fmt(value: Any, spec: str) -> str:
     """Format a number for the table, or '-' when missing."""
     return "-" if value is None else format(value, spec)
 
 
-def print_report(chosen: list[Record], rows: list[Record], args: argparse.Namespace) -> None:
+def print_report(chosen: list[Record], rows: list[Record], cpu_rows: list[Record], args: argparse.Namespace) -> None:
     """Print the results table (one chosen run per row) and the ratio lines."""
     loop = "uvloop" if args.uvloop else "asyncio"
     print(
@@ -187,6 +236,14 @@ def print_report(chosen: list[Record], rows: list[Record], args: argparse.Namesp
         cpu = f"; server CPU/req ours/raw {row['cpu_ratio']:.2f}x" if "cpu_ratio" in row else ""
         note = " [disturbed by other load: rerun on an idle machine]" if row.get("disturbed") else ""
         print(f"{row['scenario']}: ours/raw req/s {ratio} (target >= {row['target']}x) {row['verdict']}{cpu}{note}")
+    if cpu_rows:
+        print()
+        print("server CPU µs/request, lower is better:")
+    for row in cpu_rows:
+        target = "" if row["target"] is None else f" (target <= {row['target']}x) {row['verdict']}"
+        note = " [disturbed by other load: rerun on an idle machine]" if row["disturbed"] else ""
+        name = f"{row['server']}/{row['reference']}"
+        print(f"{row['scenario']}: server CPU/req {name} {row['cpu_ratio']:.2f}x{target}{note}")
 
 
 def main() -> int:
@@ -201,11 +258,11 @@ def main() -> int:
     add("--rounds", type=int, default=2, help="runs per scenario and server; the least disturbed is shown")
     add("--quiet-wait", type=float, default=3.0, help="max s to wait for an idle machine before each run")
     add("--retries", type=int, default=1, help="extra attempts for a run disturbed by unrelated load")
-    add("--servers", default="raw,ours", help="comma-separated subset of: raw,ours")
+    add("--servers", default="raw,ours", help=f"comma-separated subset of: {','.join(SERVERS)} (or all)")
     add("--loadgen-loop", choices=("uvloop", "asyncio"), default="uvloop", help="loadgen event loop")
     add("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args()
-    names = [s for s in args.servers.split(",") if s]
+    names = list(SERVERS) if args.servers == "all" else [s for s in args.servers.split(",") if s]
     if unknown := set(names) - set(SERVERS):
         parser.error(f"unknown server(s): {', '.join(sorted(unknown))}")
     scenarios = [("1 client", 1), (f"{args.clients} clients", args.clients)]
@@ -226,11 +283,12 @@ def main() -> int:
         stop_servers(servers)
     chosen = pick_runs(runs, scenarios, names)
     rows = ratios(chosen, scenarios)
-    print_report(chosen, rows, args)
+    cpu_rows = cpu_ratios(chosen, scenarios)
+    print_report(chosen, rows, cpu_rows, args)
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
         config.update(python=platform.python_version(), cpus=os.cpu_count())
-        report = {"config": config, "chosen": chosen, "ratios": rows, "runs": runs}
+        report = {"config": config, "chosen": chosen, "ratios": rows, "cpu_ratios": cpu_rows, "runs": runs}
         Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     failed = [r for r in runs if "error" in r]
     for r in failed:

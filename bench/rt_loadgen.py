@@ -4,6 +4,11 @@ Each client connects (skipping the server's initial `env` frame), runs its share
 share of `--requests` or until `--seconds` elapse, whichever comes first. Prints one JSON line with
 requests/s and round-trip latency percentiles (µs). With `--sync` it prints `READY` before and `DONE` after
 the measured window and waits for a stdin line at each, so a parent can sample CPU counters around it.
+
+`--protocol sio` speaks Engine.IO 4 / Socket.IO 5 instead (to rt_sio_server.py, `--url
+ws://127.0.0.1:PORT/socket.io/?EIO=4&transport=websocket`): open packet, `40` namespace connect (waits for the
+server's `40{...}`), each call `42<id>["echo",{"text":...}]` answered by `43<id>[{...}]`, `2` answered with `3`.
+Same client library, same sequential pattern, so the client-side cost stays comparable.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ PONG = '{"t":"pong"}'
 
 class Client:
     """One sequential superline.v1 client on its own WebSocket."""
+
+    protocol = "superline"
 
     def __init__(self, ws: ClientConnection, text: str) -> None:
         self.ws = ws
@@ -72,9 +79,50 @@ class Client:
         return time.perf_counter_ns()
 
 
-async def open_client(url: str, text: str) -> Client:
-    """Connect and consume the initial `env` frame."""
+class SioClient(Client):
+    """One sequential Socket.IO client: `echo` emitted with an ack id, the ack awaited."""
+
+    protocol = "sio"
+
+    def __init__(self, ws: ClientConnection, text: str) -> None:
+        super().__init__(ws, text)
+        self._tail = '["echo",' + msgspec.json.encode({"text": text}).decode() + "]"
+
+    async def call(self) -> int:
+        """Emit one `echo` with ack id i, wait for `43<i>[...]`; return the round trip in ns."""
+        i = self.next_id
+        self.next_id += 1
+        ws = self.ws
+        t0 = time.perf_counter_ns()
+        await ws.send("42" + str(i) + self._tail)
+        while True:
+            msg = await ws.recv()
+            if msg == "2":  # Engine.IO ping: answer and keep waiting
+                await ws.send("3")
+            elif msg.startswith("43"):
+                break
+        elapsed = time.perf_counter_ns() - t0
+        j = msg.find("[")
+        if j < 0 or msg[2:j] != str(i):
+            self.errors += 1
+        return elapsed
+
+
+async def open_client(url: str, text: str, protocol: str = "superline") -> Client:
+    """Connect and consume the initial `env` frame (superline) or do the Socket.IO connect (sio)."""
     ws = await connect(url, compression=None, proxy=None, ping_interval=None, max_size=1 << 20)
+    if protocol == "sio":
+        async with asyncio.timeout(20):
+            opened = await ws.recv()
+            if not isinstance(opened, str) or not opened.startswith("0"):
+                raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
+            await ws.send("40")
+            while True:
+                msg = await ws.recv()
+                if msg == "2":
+                    await ws.send("3")
+                elif isinstance(msg, str) and msg.startswith("40"):
+                    return SioClient(ws, text)
     first = FRAME_DECODER.decode(await ws.recv(decode=False))
     if first.t != "env":
         raise RuntimeError(f"expected an env frame first, got {first.t!r}")
@@ -84,7 +132,7 @@ async def open_client(url: str, text: str) -> Client:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     """Connect, warm up, measure; return the result record."""
     n = args.clients
-    clients = await asyncio.gather(*(open_client(args.url, args.text) for _ in range(n)))
+    clients = await asyncio.gather(*(open_client(args.url, args.text, args.protocol) for _ in range(n)))
     far = time.perf_counter_ns() + 60 * 10**9
     await asyncio.gather(*(c.run(math.ceil(args.warmup / n), far, False) for c in clients))
     if args.sync:
@@ -115,6 +163,7 @@ def cli() -> None:
     """Parse arguments, run the load, print the JSON result line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="e.g. ws://127.0.0.1:PORT/?role=user")
+    parser.add_argument("--protocol", choices=("superline", "sio"), default="superline", help="wire protocol")
     parser.add_argument("--clients", type=int, default=1, help="concurrent clients (each sequential)")
     parser.add_argument("--requests", type=int, default=50_000, help="measured requests, all clients")
     parser.add_argument("--seconds", type=float, default=8.0, help="time cap of the measured window")

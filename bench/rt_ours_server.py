@@ -1,7 +1,8 @@
 """superline_zmq server for the round-trip benchmark: shared `echo: request(Text, Text)`.
 
 Same contract and CLI as rt_raw_server.py; clients connect with `?role=user` (default authenticate).
-Usage: python bench/rt_ours_server.py --port 0 [--uvloop]  (prints `PORT <n>`, exits on SIGTERM)
+Usage: python bench/rt_ours_server.py --port 0 [--uvloop] [--transport fast|websockets|asgi]
+(prints `PORT <n>`, exits on SIGTERM)
 """
 
 from __future__ import annotations
@@ -33,16 +34,16 @@ async def echo(input: Text, ctx: Any, conn: Any) -> Text:
     return input
 
 
-async def main(port: int) -> None:
-    """Listen on 127.0.0.1:`port` until SIGTERM/SIGINT, then close the server."""
+async def main(port: int, transport: str) -> None:
+    """Listen on 127.0.0.1:`port` with `transport` until SIGTERM/SIGINT, then close the server."""
     srv = create_socket_server(api)
     srv.implement({"shared": {"echo": echo}})
-    await serve_until_stopped(srv, port)
+    await serve_until_stopped(srv, port, transport)
 
 
 def cli() -> None:
     """Parse arguments and run the server."""
-    server_cli(__doc__ or "", main)
+    server_cli(__doc__ or "", main, transport=True)
 
 
 if __name__ == "__main__":
