@@ -87,6 +87,10 @@ class TaskOwner:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Since 3.12 gathering tasks that are already done does not yield to the loop, so
+            # their done callbacks (which discard them) may not have run yet: without this
+            # the loop would spin forever.
+            self._tasks.difference_update([t for t in tasks if t.done()])
 
 
 class Reporter:
