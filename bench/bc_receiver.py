@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 from bc_common import Start, Started, Tick
-from benchlib import install_loop, percentile, raise_fd_limit, wait_parent
+from benchlib import install_loop, percentile, raise_fd_limit, sio_connect, wait_parent
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -178,17 +178,8 @@ async def open_client(url: str, gate: asyncio.Semaphore, protocol: str = "superl
         )
     if protocol == "sio":
         ws.sio = True  # type: ignore[attr-defined]  # read by `call`
-        async with asyncio.timeout(20):
-            opened = await ws.recv()
-            if not isinstance(opened, str) or not opened.startswith("0"):
-                raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
-            await ws.send("40")
-            while True:
-                msg = await ws.recv()
-                if msg == "2":
-                    await ws.send("3")
-                elif isinstance(msg, str) and msg.startswith("40"):
-                    return ws
+        await sio_connect(ws)
+        return ws
     first = DECODER.decode(await asyncio.wait_for(ws.recv(decode=False), 20))
     if type(first) is not EnvIn:
         raise RuntimeError(f"expected an env frame first, got {first!r}")

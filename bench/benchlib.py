@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import resource
@@ -348,3 +349,19 @@ def server_cli(
 
     install_loop(args.uvloop)
     asyncio.run(run())
+
+
+async def sio_connect(ws: Any) -> str:
+    """The Socket.IO 5 connect over an open Engine.IO 4 WebSocket: open packet, `40`, wait for `40{...}`
+    (answering pings); returns the session id. Capped at 20 s."""
+    async with asyncio.timeout(20):
+        opened = await ws.recv()
+        if not isinstance(opened, str) or not opened.startswith("0"):
+            raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
+        await ws.send("40")
+        while True:
+            msg = await ws.recv()
+            if msg == "2":
+                await ws.send("3")
+            elif isinstance(msg, str) and msg.startswith("40"):
+                return str(json.loads(msg[2:] or "{}").get("sid", ""))

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import msgspec
-from benchlib import install_loop, percentile, raise_fd_limit, wait_parent
+from benchlib import install_loop, percentile, raise_fd_limit, sio_connect, wait_parent
 from rd_common import SeqCheck, Start, Started, Tick
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -118,17 +118,7 @@ async def ours_consume(m: Member, st: Stats) -> None:
 # ---------------------------------------------------------------------- Socket.IO over a plain WebSocket
 async def sio_open(url: str) -> tuple[ClientConnection, str]:
     ws = await connect(url + "socket.io/?EIO=4&transport=websocket", **OPEN_KW)
-    async with asyncio.timeout(20):
-        opened = await ws.recv()
-        if not isinstance(opened, str) or not opened.startswith("0"):
-            raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
-        await ws.send("40")
-        while True:
-            msg = await ws.recv()
-            if msg == "2":
-                await ws.send("3")
-            elif isinstance(msg, str) and msg.startswith("40"):
-                return ws, str(json.loads(msg[2:])["sid"])
+    return ws, await sio_connect(ws)
 
 
 async def sio_call(ws: ClientConnection, ack: int, event: str, data: Any, timeout: float) -> Any:

@@ -20,7 +20,7 @@ import math
 import time
 
 import msgspec
-from benchlib import install_loop, percentile, wait_parent
+from benchlib import install_loop, percentile, sio_connect, wait_parent
 from websockets.asyncio.client import ClientConnection, connect
 
 
@@ -112,17 +112,8 @@ async def open_client(url: str, text: str, protocol: str = "superline") -> Clien
     """Connect and consume the initial `env` frame (superline) or do the Socket.IO connect (sio)."""
     ws = await connect(url, compression=None, proxy=None, ping_interval=None, max_size=1 << 20)
     if protocol == "sio":
-        async with asyncio.timeout(20):
-            opened = await ws.recv()
-            if not isinstance(opened, str) or not opened.startswith("0"):
-                raise RuntimeError(f"expected an Engine.IO open packet, got {opened!r}")
-            await ws.send("40")
-            while True:
-                msg = await ws.recv()
-                if msg == "2":
-                    await ws.send("3")
-                elif isinstance(msg, str) and msg.startswith("40"):
-                    return SioClient(ws, text)
+        await sio_connect(ws)
+        return SioClient(ws, text)
     first = FRAME_DECODER.decode(await ws.recv(decode=False))
     if first.t != "env":
         raise RuntimeError(f"expected an env frame first, got {first.t!r}")
