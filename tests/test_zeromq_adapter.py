@@ -20,7 +20,7 @@ from helpers import eventually
 
 from superline_zmq import gossip as g
 from superline_zmq.adapter import Adapter
-from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, ZeroMQAdapter, zeromq_adapter
+from superline_zmq.adapters.zeromq import GOSSIP_TOPIC, TOKEN_PREFIX, ZeroMQAdapter, zeromq_adapter
 from superline_zmq.ids import NodeId, make_conn_id, new_node_id
 from superline_zmq.presence import ConnDescriptor
 from superline_zmq.testing.conformance import AdapterConformance, Node
@@ -157,7 +157,7 @@ class FakeMember:
         while True:
             [msg] = await self.pub.recv_multipart()
             self.subscriptions.append(msg)
-            if self.answer_markers and msg[:2] == b"\x01\x02":
+            if self.answer_markers and msg[:2] == b"\x01" + TOKEN_PREFIX:
                 await self.pub.send_multipart([msg[1:], self.id.encode()])
 
     async def stop(self) -> None:
@@ -335,7 +335,10 @@ async def test_a_new_nodes_first_publications_reach_channels_held_before_it_join
     await b.adapter.subscribe("r:x")
     c = await make_peer(a.router)  # knows b only by hearsay when welcomed
     c.adapter.publish("r:x", b"first")  # no wait between start() returning and publishing
-    await eventually(lambda: a.got("r:x") == [b"first"] == b.got("r:x"))
+    await eventually(
+        lambda: a.got("r:x") == [b"first"] == b.got("r:x"),
+        message=lambda: f"a got {a.got('r:x')}, b got {b.got('r:x')}; c join_unconfirmed={c.stat('join_unconfirmed')}",
+    )
     assert c.stat("join_unconfirmed") == 0
 
 

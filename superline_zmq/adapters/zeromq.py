@@ -63,7 +63,7 @@ anything but cancellation.
 
 **Subscribe confirmation.** ZeroMQ propagates a subscription asynchronously, so after
 setting ``SUBSCRIBE channel\\0`` the adapter also subscribes a fresh random *token*
-(``b"\\x02"`` + 32 hex digits). Subscriptions travel in order on each connection, and
+(``b"\\xff"`` + 32 hex digits, last in byte order). Subscriptions travel in order on each connection, and
 an XPUB hands a subscription to its application only after adding it to its filter. So
 when a member's XPUB reports the token (every adapter watches its XPUB for tokens), the
 channel subscription before it is already in force there; the member then publishes
@@ -177,8 +177,11 @@ log = logging.getLogger("superline_zmq.zeromq")
 
 #: The PUB topic of gossip broadcasts (every SUB subscribes it).
 GOSSIP_TOPIC = b"\x01g"
-#: Subscription-marker tokens: this byte and 32 hex digits (never ends with ``\\0``).
-TOKEN_PREFIX = b"\x02"
+#: Subscription-marker tokens: this byte and 32 hex digits (never ends with ``\\0``). 0xFF is never in a
+#: channel name (UTF-8) and sorts after every other first byte: a SUB that connects sends its whole
+#: subscription set in byte order, so a token subscribed before that connection came up still arrives
+#: after every channel it is meant to confirm.
+TOKEN_PREFIX = b"\xff"
 _TOKEN_LEN = 33
 KIND_GOSSIP = b"g"
 KIND_DATA = b"d"
