@@ -69,22 +69,21 @@ class Delivery:
         limit = bp.max_buffered_bytes - len(data) if bp is not None and enforce else None
         ready: list[Connection] = []
         over: list[ConnCore] = []
-        mixed = False
-        kind: type | None = None
+        closed = 0
         for conn in members:
             if not conn.session.writable:
-                self._stats.dropped_closed += 1
+                closed += 1
                 continue
             link = conn.link
             if limit is not None and link.buffered() > limit:
                 over.append(conn)
                 continue
-            if kind is None:
-                kind = type(link)
-            elif type(link) is not kind:
-                mixed = True
             ready.append(link)
+        if closed:
+            self._stats.dropped_closed += closed
         if ready:
+            kind = type(ready[0])
+            mixed = any(type(link) is not kind for link in ready)
             stats = self._stats
             stats.frames_out += len(ready)
             stats.bytes_out += len(ready) * len(data)

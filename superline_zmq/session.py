@@ -230,6 +230,7 @@ class ServerSession:
         "state",
         "surface",
         "topics",
+        "writable",
     )
 
     def __init__(
@@ -257,6 +258,9 @@ class ServerSession:
         self._table = table
         self._stats = stats
         self.state = SessionState.OPENING
+        #: Whether frames may still be sent (not closing, not closed); kept with ``state``
+        #: because every fan-out reads it once per member.
+        self.writable = True
         self.connected_at = now
         self.last_ping_at: float | None = None
         self.last_pong_at: float | None = None
@@ -277,6 +281,7 @@ class ServerSession:
         if to not in TRANSITIONS[self.state]:
             raise SessionStateError(f"a session cannot go from {self.state.name} to {to.name}")
         self.state = to
+        self.writable = to is SessionState.OPEN or to is SessionState.OPENING
 
     def greeting(self) -> bytes:
         """The first frame of every connection: ``env`` (null: this server keeps no env)."""
@@ -300,11 +305,6 @@ class ServerSession:
         self._move(SessionState.CLOSED)
         self.close_code = code
         return self._table.drop_owner(self)
-
-    @property
-    def writable(self) -> bool:
-        """Whether frames may still be sent (not closing, not closed)."""
-        return self.state is SessionState.OPEN or self.state is SessionState.OPENING
 
     # ------------------------------------------------------------ inbound
     def receive(self, msg: bytes | str, now: float) -> Inbound | None:
