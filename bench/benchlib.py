@@ -289,10 +289,11 @@ def socket_fds() -> int:
     return count
 
 
-def install_mem_command() -> None:
-    """Answer `mem` lines on stdin with `MEM <rss bytes> <traced bytes> <socket fds>`, after a gc.
+def install_mem_command(count: Callable[[], int] = socket_fds) -> None:
+    """Answer `mem` lines on stdin with `MEM <rss bytes> <traced bytes> <count()>`, after a gc.
 
-    Traced is 0 unless tracemalloc runs. For the idle-memory measurement (idle_memory.py); stdin must be a pipe.
+    `count` defaults to the open socket descriptors. Traced is 0 unless tracemalloc runs. For the
+    idle-memory measurements (idle_memory.py, transport_compare.py); stdin must be a pipe.
     """
     import gc
     import tracemalloc
@@ -306,7 +307,7 @@ def install_mem_command() -> None:
         elif line.strip() == "mem":
             gc.collect()
             traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
-            print(f"MEM {rss_bytes()} {traced} {socket_fds()}", flush=True)
+            print(f"MEM {rss_bytes()} {traced} {count()}", flush=True)
 
     loop.add_reader(sys.stdin, on_stdin)
 
@@ -365,3 +366,14 @@ async def sio_connect(ws: Any) -> str:
                 await ws.send("3")
             elif isinstance(msg, str) and msg.startswith("40"):
                 return str(json.loads(msg[2:] or "{}").get("sid", ""))
+
+
+def write_json_report(path: str | None, args: Any, **parts: Any) -> None:
+    """Write `parts` as JSON to `path` (if given), under a `config` of the command line, Python, CPUs and load."""
+    if not path:
+        return
+    import platform
+
+    config = {k: v for k, v in vars(args).items() if k != "json"}
+    config.update(python=platform.python_version(), cpus=os.cpu_count(), loadavg=os.getloadavg())
+    Path(path).write_text(json.dumps({"config": config, **parts}, indent=2, ensure_ascii=False) + "\n")

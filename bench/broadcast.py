@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import pstats
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bc_common import PROFILE_ENV
-from benchlib import LineReader, format_table, run_synced, spawn, stop_process, wait_quiet
+from benchlib import LineReader, format_table, run_synced, spawn, stop_process, wait_quiet, write_json_report
 from request_roundtrip import server_url
 
 BENCH = Path(__file__).resolve().parent
@@ -318,11 +316,7 @@ def main() -> int:
     print_report(records, rows, cpu_rows, max(1, args.repeat))
     if profile_dir:
         print_profiles(profile_dir, 25)
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        config.update(python=platform.python_version(), cpus=os.cpu_count(), loadavg=os.getloadavg())
-        report = {"config": config, "runs": records, "ratios": rows, "cpu_ratios": cpu_rows}
-        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_json_report(args.json, args, runs=records, ratios=rows, cpu_ratios=cpu_rows)
     return 1 if any("error" in r for r in records) else 0
 
 

@@ -14,15 +14,12 @@ Usage: python bench/idle_memory.py [--servers raw,ours,ours-ws,ours-asgi,asgi-ra
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import LineReader, format_table, spawn, stop_process
+from benchlib import LineReader, format_table, spawn, stop_process, write_json_report
 from request_roundtrip import SERVERS, server_url
 
 BENCH = Path(__file__).resolve().parent
@@ -120,10 +117,7 @@ def main() -> int:
     failed = [r for r in runs if "error" in r]
     for r in failed:
         print(f"FAILED {r['loop']} {r['server']} {r['measure']}: {r['error']}")
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        config.update(python=platform.python_version(), cpus=os.cpu_count())
-        Path(args.json).write_text(json.dumps({"config": config, "runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    write_json_report(args.json, args, runs=runs)
     return 1 if failed else 0
 
 

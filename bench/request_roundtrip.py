@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import signal
 import subprocess
@@ -36,6 +34,7 @@ from benchlib import (
     stop_process,
     system_busy_seconds,
     wait_quiet,
+    write_json_report,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -285,11 +284,7 @@ def main() -> int:
     rows = ratios(chosen, scenarios)
     cpu_rows = cpu_ratios(chosen, scenarios)
     print_report(chosen, rows, cpu_rows, args)
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        config.update(python=platform.python_version(), cpus=os.cpu_count())
-        report = {"config": config, "chosen": chosen, "ratios": rows, "cpu_ratios": cpu_rows, "runs": runs}
-        Path(args.json).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    write_json_report(args.json, args, chosen=chosen, ratios=rows, cpu_ratios=cpu_rows, runs=runs)
     failed = [r for r in runs if "error" in r]
     for r in failed:
         print(f"FAILED round {r['round']}, {r['scenario']}, {r['server']}: {r['error']}")

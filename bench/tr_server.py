@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 import time
 import tracemalloc
@@ -24,7 +23,7 @@ from typing import Any
 
 import msgspec
 from bc_common import Start, Started, Tick, TickFrame, make_pad, run_start
-from benchlib import add_stop_signals, announce_port, install_loop, raise_fd_limit, use_checkout
+from benchlib import add_stop_signals, announce_port, install_loop, install_mem_command, raise_fd_limit, use_checkout
 
 use_checkout()
 
@@ -127,12 +126,6 @@ class BenchGateway:
         conn.send(ENCODE(Res(i, result)))
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process, from /proc."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
-
-
 async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -145,16 +138,7 @@ async def main(args: argparse.Namespace) -> None:
         listener, _ = await ws.serve(gw, "127.0.0.1", args.port)
     announce_port(listener.addresses[0][1])
 
-    def on_stdin() -> None:
-        line = sys.stdin.readline()
-        if not line:
-            loop.remove_reader(sys.stdin)
-        elif line.strip() == "mem":
-            gc.collect()
-            traced = tracemalloc.get_traced_memory()[0] if tracemalloc.is_tracing() else 0
-            print(f"MEM {rss_bytes()} {traced} {len(gw.conns)}", flush=True)
-
-    loop.add_reader(sys.stdin, on_stdin)
+    install_mem_command(lambda: len(gw.conns))
     try:
         await stop.wait()
     finally:

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchlib import LineReader, format_table, run_synced, spawn, stop_process, wait_quiet
+from benchlib import LineReader, format_table, run_synced, spawn, stop_process, wait_quiet, write_json_report
 from broadcast import receiver_args
 from request_roundtrip import run_loadgen
 
@@ -203,10 +201,7 @@ def main() -> int:
     failed = [r for r in runs if "error" in r]
     for r in failed:
         print(f"FAILED {r['loop']} {r['transport']} {r['measure']}: {r['error']}")
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        config.update(python=platform.python_version(), cpus=os.cpu_count())
-        Path(args.json).write_text(json.dumps({"config": config, "runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    write_json_report(args.json, args, runs=runs)
     return 1 if failed else 0
 
 
