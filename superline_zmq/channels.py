@@ -108,4 +108,10 @@ class ChannelTable(Generic[M]):
     async def drain(self) -> None:
         """Wait for every pending adapter operation (used at shutdown)."""
         while self._ops:
-            await asyncio.gather(*list(self._ops.values()), return_exceptions=True)
+            ops = list(self._ops.items())
+            await asyncio.gather(*(task for _, task in ops), return_exceptions=True)
+            # Since 3.12 gathering done tasks does not yield, so their done callbacks (which pop
+            # them) may not have run yet: pop them here or this loop never ends.
+            for name, task in ops:
+                if task.done() and self._ops.get(name) is task:
+                    del self._ops[name]

@@ -439,7 +439,10 @@ class AsgiEndpoint:
     async def wait_closed(self) -> None:
         """Wait until every accepted connection is closed."""
         while self.links:
-            await next(iter(self.links)).wait_closed()
+            conn = next(iter(self.links))
+            await conn.wait_closed()
+            if conn in self.links:
+                await asyncio.sleep(0)  # closed, but not yet forgotten (that runs from the loop): never spin
 
     def statistics(self) -> dict[str, int]:
         """Counters since start: handshakes accepted and refused, oversize closes, close timeouts."""

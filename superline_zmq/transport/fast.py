@@ -183,7 +183,10 @@ class FastListener:
         if self.server is not None:
             await self.server.wait_closed()
         while self.conns:
-            await next(iter(self.conns)).wait_closed()
+            conn = next(iter(self.conns))
+            await conn.wait_closed()
+            if conn in self.conns:
+                await asyncio.sleep(0)  # closed, but not yet forgotten (that runs from the loop): never spin
 
     def connections(self) -> int:
         """TCP connections handled now (handshaking, open or closing)."""
