@@ -112,9 +112,16 @@ async def test_every_change_from_every_node_once_in_order(redis_server: RedisSer
     b.presence.remove(make_conn_id(b.id, 1))
     a.presence.put(a.desc(2, "bob"))
     a.presence.put(a.desc(2, "bob", ("lobby",)))  # a room change: its descriptor replaced
-    await eventually(lambda: fold.matches(a.presence), message=lambda: f"{fold.online} {fold.rooms}")
+    lobby = {make_conn_id(a.id, 1), make_conn_id(a.id, 2)}
+
+    async def settled() -> bool:
+        # puts reach Redis a moment later: compare the fold with Redis once Redis has them all
+        in_redis = {d.id for d in await a.presence.room("lobby")} == lobby
+        return in_redis and await fold.matches(a.presence)
+
+    await eventually(settled, message=lambda: f"{fold.online} {fold.rooms}")
     assert users(fold) == [("ann", True, b.id, 1, True), ("bob", True, a.id, 1, False)]
-    assert fold.rooms["lobby"] == {make_conn_id(a.id, 1), make_conn_id(a.id, 2)}
+    assert fold.rooms["lobby"] == lobby
     a.presence.remove(make_conn_id(a.id, 1))
     await eventually(lambda: ("ann", False, a.id, 0, False) in users(fold))
     assert a.adapter.statistics()["mirror_watcher_errors"] == 0
