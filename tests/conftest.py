@@ -12,6 +12,8 @@ with a reason rather than silently dropped.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -196,3 +198,19 @@ from cluster import cluster, make_cluster  # noqa: E402, F401
 
 # Presence fixtures (N nodes driven over WebSockets only; see tests/presence_cluster.py).
 from presence_cluster import make_presence_cluster, multi, pcluster  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate for 127.0.0.1 (openssl CLI; skipped without it)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed (.ci/deps installs it): cannot make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    return cert, key

@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -582,23 +580,7 @@ async def test_close_leaves_nothing_running(server: Any, make_client: Any) -> No
     assert client.statistics()["connected"] == 0
 
 
-# ---------------------------------------------------------------- TLS
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 (openssl CLI; skipped without it)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
-
-
+# ---------------------------------------------------------------- TLS (tls_files: conftest.py)
 async def test_wss_with_the_ssl_option(tls_files: tuple[Path, Path]) -> None:
     cert, key = tls_files
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

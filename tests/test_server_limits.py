@@ -6,9 +6,7 @@ Every refusal is an HTTP status before the upgrade (websockets' client raises
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +28,7 @@ async def _status(url: str, **kwargs: Any) -> int:
     return info.value.response.status_code
 
 
-# ---------------------------------------------------------------- TLS
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate for 127.0.0.1 (openssl CLI; skipped without it)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed")
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=30,
-    )  # fmt: skip
-    return cert, key
-
-
+# ---------------------------------------------------------------- TLS (tls_files: conftest.py)
 async def test_listen_with_an_ssl_context_serves_wss(tls_files: tuple[Path, Path]) -> None:
     cert, key = tls_files
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
