@@ -168,36 +168,30 @@ def families(m: Metrics) -> list[Metric]:
     for role, n in g.connections.items():
         conns.add_metric([role], n)
     out.append(conns)
-    out.append(GaugeMetricFamily("superline_rooms", "Rooms with a member on this node.", value=g.rooms))
-    out.append(GaugeMetricFamily("superline_topics", "Topics with a subscriber on this node.", value=g.topics))
-    out.append(
-        GaugeMetricFamily("superline_requests_in_flight", "Request handlers running now.", value=g.requests_in_flight)
-    )
-    out.append(
-        GaugeMetricFamily(
+    plain: tuple[tuple[str, str, float | None], ...] = (
+        ("superline_rooms", "Rooms with a member on this node.", g.rooms),
+        ("superline_topics", "Topics with a subscriber on this node.", g.topics),
+        ("superline_requests_in_flight", "Request handlers running now.", g.requests_in_flight),
+        (
             "superline_pending_requests",
             "Requests awaiting an answer (server requests, asks to other nodes).",
-            value=g.pending_requests,
-        )
+            g.pending_requests,
+        ),
+        # None without a cluster adapter (no presence): left out rather than reported as 0
+        (
+            "superline_cluster_members_alive",
+            "Live cluster members as this node sees them, itself included.",
+            g.cluster_members_alive,
+        ),
+        (
+            "superline_presence_connections",
+            "Connections in the cluster-wide presence, on live nodes.",
+            g.presence_connections,
+        ),
+        ("superline_ready", "1 when /readyz answers 200.", int(g.ready)),
+        ("superline_draining", "1 while draining or closing.", int(g.draining)),
     )
-    if g.cluster_members_alive is not None:
-        out.append(
-            GaugeMetricFamily(
-                "superline_cluster_members_alive",
-                "Live cluster members as this node sees them, itself included.",
-                value=g.cluster_members_alive,
-            )
-        )
-    if g.presence_connections is not None:
-        out.append(
-            GaugeMetricFamily(
-                "superline_presence_connections",
-                "Connections in the cluster-wide presence, on live nodes.",
-                value=g.presence_connections,
-            )
-        )
-    out.append(GaugeMetricFamily("superline_ready", "1 when /readyz answers 200.", value=int(g.ready)))
-    out.append(GaugeMetricFamily("superline_draining", "1 while draining or closing.", value=int(g.draining)))
+    out.extend(GaugeMetricFamily(name, doc, value=value) for name, doc, value in plain if value is not None)
     for key, n in sorted(g.adapter.items()):
         if key in ("members_alive", "presence_connections"):
             continue  # exposed above under their own names
