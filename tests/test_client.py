@@ -28,6 +28,18 @@ async def _conn_of(srv: Any) -> Conn:
     return conns[0]
 
 
+class Doorman:
+    """An authenticate that refuses every handshake while ``refuse`` is set: keeps a client offline."""
+
+    def __init__(self) -> None:
+        self.refuse = False
+
+    def __call__(self, hs: Handshake) -> Auth:
+        if self.refuse:
+            raise PermissionError("come back later")
+        return Auth(hs.query["role"])
+
+
 def _no_calls(client: Client) -> bool:
     """Nothing in the client's request table: no call sent and unanswered, none queued."""
     stats = client.statistics()
@@ -219,16 +231,10 @@ async def test_in_flight_call_rejects_disconnected_on_drop(server: Any, make_cli
 
 
 async def test_call_while_disconnected_is_queued_and_sent_after_reconnect(make_server: Any, make_client: Any) -> None:
-    refuse = False
-
-    def authenticate(hs: Handshake) -> Auth:
-        if refuse:
-            raise PermissionError("come back later")
-        return Auth(hs.query["role"])
-
-    srv = await make_server(authenticate=authenticate)
+    door = Doorman()
+    srv = await make_server(authenticate=door)
     client = await make_client(srv)
-    refuse = True
+    door.refuse = True
     (await _conn_of(srv)).terminate()
     await eventually(lambda: not client.connected)
     await eventually(lambda: srv.statistics()["connections_rejected"] >= 1)  # the client is retrying
@@ -238,7 +244,7 @@ async def test_call_while_disconnected_is_queued_and_sent_after_reconnect(make_s
     rejected = srv.statistics()["connections_rejected"]
     await eventually(lambda: srv.statistics()["connections_rejected"] > rejected)  # refused again
     assert not task.done()
-    refuse = False
+    door.refuse = False
     assert await asyncio.wait_for(task, 5) == Greeting("hello queued")
     assert client.opens == 2
     assert srv.app.calls == [("greet", Greet("queued"))]
@@ -449,14 +455,8 @@ async def test_msgpack_client_against_json_server_does_not_crash(server: Any) ->
 
 # ---------------------------------------------------------------- hooks (issue 16)
 async def test_on_disconnect_and_on_reconnect_hooks(make_server: Any, make_client: Any) -> None:
-    refuse = False
-
-    def authenticate(hs: Handshake) -> Auth:
-        if refuse:
-            raise PermissionError("come back later")
-        return Auth(hs.query["role"])
-
-    srv = await make_server(authenticate=authenticate)
+    door = Doorman()
+    srv = await make_server(authenticate=door)
     seen: list[Any] = []
     rejoined: list[Any] = []
 
@@ -472,12 +472,12 @@ async def test_on_disconnect_and_on_reconnect_hooks(make_server: Any, make_clien
     client = await make_client(srv, on_reconnect=on_reconnect, on_disconnect=on_disconnect)
     await client.subscribe("prices", print).ready
     assert seen == []  # the first open is not a reconnect
-    refuse = True
+    door.refuse = True
     (await _conn_of(srv)).terminate()
     await eventually(lambda: seen == [("disconnect", 1006)])
     queued = asyncio.ensure_future(client.call("greet", Greet("queued"), timeout=10))
     await eventually(lambda: client.statistics()["queued"] == 1)
-    refuse = False
+    door.refuse = False
     assert await asyncio.wait_for(queued, 5) == Greeting("hello queued")
     await eventually(lambda: rejoined)
     assert rejoined == [Greeting("hello rejoin")]
@@ -527,17 +527,11 @@ async def test_reconnect_false_reports_the_drop_and_never_reconnects(server: Any
 
 # ---------------------------------------------------------------- offline queue bound
 async def test_calls_beyond_max_queued_fail_at_once_while_offline(make_server: Any, make_client: Any) -> None:
-    refuse = False
-
-    def authenticate(hs: Handshake) -> Auth:
-        if refuse:
-            raise PermissionError("come back later")
-        return Auth(hs.query["role"])
-
-    srv = await make_server(authenticate=authenticate)
+    door = Doorman()
+    srv = await make_server(authenticate=door)
     client = await make_client(srv, max_queued=1)
     assert client.max_queued == 1
-    refuse = True
+    door.refuse = True
     (await _conn_of(srv)).terminate()
     await eventually(lambda: not client.connected)
     first = asyncio.ensure_future(client.call("greet", Greet("one"), timeout=10))
@@ -547,7 +541,7 @@ async def test_calls_beyond_max_queued_fail_at_once_while_offline(make_server: A
     assert info.value.code == "DISCONNECTED"
     assert "queue is full (1 calls waiting)" in info.value.message
     assert client.statistics()["calls_queue_full"] == 1
-    refuse = False
+    door.refuse = False
     assert await asyncio.wait_for(first, 5) == Greeting("hello one")
     assert srv.app.calls == [("greet", Greet("one"))]
 
