@@ -15,10 +15,18 @@ Who is alive is decided in one place, :class:`~superline_zmq.membership.Membersh
 
 The rules:
 
-- **Beats are constant-size.** Every node broadcasts a :class:`Heartbeat` every
-  ``interval``: its id, its slice's sequence and a 64-bit *digest* of its view (itself and
-  the live members it knows, with their addresses; :func:`digest_of`) — about 35 bytes
-  whatever the cluster's size, where a beat used to list every member (~80 bytes each).
+- **Beats are constant-size.** Every node broadcasts a :class:`Heartbeat`: its id, its
+  slice's sequence and a 48-bit *digest* of its view (itself and the live members it
+  knows, with their addresses; :func:`digest_of`) — 15 bytes plus the sequence as a
+  varint on the wire (:func:`encode`), whatever the cluster's size, where a beat used to
+  list every member (~80 bytes each).
+- **Beats keep within a byte budget.** Every member hears every beat, so a node receives
+  ``members * beat size`` bytes per beat. While that fits ``beat_budget`` bytes per
+  second (default 2 KiB/s: up to ~120 members) a node beats every ``interval``; beyond,
+  it beats every second or third tick (:meth:`Gossip.beat_every`), never less often than
+  twice per ``ttl``. A node whose view changed beats at its next tick whatever the
+  schedule, so joins and deaths spread as fast as before; ticks (expiry, probes, pulls)
+  stay at ``interval``, so detection still takes ``ttl`` plus at most one ``interval``.
 - **Views are reconciled on a digest mismatch.** A node whose view (as of its last beat)
   differs from the digest in a member's heartbeat introduces itself to that member
   (:class:`Hello`), which answers :class:`Welcome` with its own address and the members
@@ -62,13 +70,16 @@ The rules:
 Evolving the wire (as with msgspec structs everywhere here): a new field is appended
 with a default, and a tag is never reused for another shape. The ``"beat"`` tag (the
 old beat that listed every member) is retired: a node that still sends it is counted in
-``bad_gossip`` by this version, so upgrade every node of a cluster together.
+``bad_gossip`` by this version, so upgrade every node of a cluster together. The same holds
+for the compact beat (:func:`encode_beat`): a release before it cannot read it, and its
+64-bit digests never match this release's 48-bit ones.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from random import Random
@@ -111,6 +122,7 @@ __all__ = [
     "decode",
     "digest_of",
     "encode",
+    "encode_beat",
 ]
 
 
@@ -136,7 +148,8 @@ class Welcome(msgspec.Struct, frozen=True, tag="welcome", array_like=True):
 
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="hb", array_like=True):
-    """Periodic liveness, constant-size: the sender, its slice's sequence, the digest of its view."""
+    """Periodic liveness, constant-size: the sender, its slice's sequence, the digest of its
+    view; sent compact (:func:`encode_beat`)."""
 
     node: str
     seq: int
@@ -157,23 +170,78 @@ class Leave(msgspec.Struct, frozen=True, tag="leave", array_like=True):
 
 Message = Hello | Welcome | Heartbeat | Pull | Leave | Delta | Snapshot
 
+#: Bytes of beats per second a node lets each member receive, by default (:class:`Gossip`).
+DEFAULT_BEAT_BUDGET = 2048.0
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
+#: The first byte of a compact heartbeat. A MessagePack message here is a tagged array
+#: (0x90-0x9f, 0xdc, 0xdd), so a positive fixint in front is never mistaken for one.
+COMPACT_BEAT = 0x01
+DIGEST_BITS = 48
+_HEX = frozenset(string.hexdigits.lower())
+
 
 def encode(msg: Message) -> bytes:
-    """One gossip message as MessagePack bytes."""
+    """One gossip message as bytes: MessagePack, except heartbeats (:func:`encode_beat`)."""
+    if isinstance(msg, Heartbeat):
+        return encode_beat(msg)
     return _encoder.encode(msg)
 
 
+def encode_beat(hb: Heartbeat) -> bytes:
+    """A heartbeat in 15 bytes plus its sequence as a varint, when it fits that form.
+
+    A beat is the one message every member receives from every other, every beat, so it
+    gets a fixed binary layout instead of MessagePack's (~32 bytes):
+    ``0x01 | node id (8 bytes: the 16 hex digits of ours) | digest (6 bytes, big-endian)
+    | seq (unsigned LEB128)``. A node id that is not 16 lowercase hex digits (a custom
+    one), or a digest wider than 48 bits, goes as MessagePack instead; :func:`decode`
+    reads both.
+    """
+    node, seq, digest = hb.node, hb.seq, hb.digest
+    if len(node) != 16 or not _HEX.issuperset(node) or not 0 <= digest < 1 << DIGEST_BITS or not 0 <= seq < 1 << 64:
+        return _encoder.encode(hb)
+    out = bytearray((COMPACT_BEAT,))
+    out += bytes.fromhex(node)
+    out += digest.to_bytes(6, "big")
+    while seq >= 0x80:
+        out.append((seq & 0x7F) | 0x80)
+        seq >>= 7
+    out.append(seq)
+    return bytes(out)
+
+
+def _decode_beat(data: bytes) -> Heartbeat:
+    if len(data) < 16 or len(data) > 25:
+        raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): expected 16 to 25")
+    seq = shift = 0
+    for i, byte in enumerate(data[15:]):
+        seq |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if 15 + i + 1 != len(data):
+                raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): bytes after the sequence")
+            if i and not byte:
+                raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): overlong sequence")
+            if seq >= 1 << 64:
+                raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): sequence over 64 bits")
+            return Heartbeat(data[1:9].hex(), seq, int.from_bytes(data[9:15], "big"))
+    raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): truncated sequence")
+
+
 def digest_of(view: list[Peer]) -> int:
-    """A 64-bit digest of a view (nodes and their addresses), independent of order."""
+    """A 48-bit digest of a view (nodes and their addresses), independent of order."""
     canonical = sorted((p.node, sorted(p.addr.items())) for p in view)
-    return int.from_bytes(hashlib.blake2b(msgspec.msgpack.encode(canonical), digest_size=8).digest(), "big")
+    digest = hashlib.blake2b(msgspec.msgpack.encode(canonical), digest_size=DIGEST_BITS // 8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def decode(data: bytes) -> Message:
     """Decode a gossip message; raises :class:`GossipError` on anything malformed."""
+    if data[:1] == b"\x01":
+        return _decode_beat(data)
     try:
         msg: Message = _decoder.decode(data)  # typed or Any, by msgspec release: both check
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -238,7 +306,9 @@ class Gossip:
     of randomness (default: seeded from the node id, so runs are reproducible and nodes
     still differ): it jitters the re-probing of ``seeds`` (addresses to join through and
     to probe forever) and forgotten peers, every ``reprobe_initial`` (default
-    ``interval``) doubling up to ``reprobe_max`` (default 30 intervals).
+    ``interval``) doubling up to ``reprobe_max`` (default 30 intervals). ``beat_budget``:
+    the bytes per second of beats a node may cause each member to receive (None: beat
+    every tick whatever the size; see :meth:`beat_every`).
     """
 
     def __init__(
@@ -254,9 +324,17 @@ class Gossip:
         seeds: Iterable[Addr] = (),
         reprobe_initial: float | None = None,
         reprobe_max: float | None = None,
+        beat_budget: float | None = DEFAULT_BEAT_BUDGET,
     ) -> None:
         if not 0 < interval < ttl:
             raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
+        if beat_budget is not None and not (math.isfinite(beat_budget) and beat_budget > 0):
+            raise ValueError(f"beat_budget must be a positive number of bytes per second or None, got {beat_budget}")
+        self.beat_budget = beat_budget
+        #: The most ticks between two beats: two beats always fit in ``ttl``.
+        self.max_beat_every = max(1, int(ttl / (2 * interval)))
+        self._ticks_since_beat = 0
+        self._beat_digest: int | None = None  # the digest our last beat carried
         self.node = node
         self.addr: Addr = dict(addr or {})
         self.interval = interval
@@ -304,6 +382,9 @@ class Gossip:
             "syncs": 0,
             "probes": 0,
             "evicted": 0,
+            "beats": 0,
+            "beats_skipped": 0,
+            "beats_over_budget": 0,
         }
 
     @property
@@ -349,8 +430,31 @@ class Gossip:
                 actions.append(Probe(t.node, dict(t.addr), hello))
         self.view = [Peer(self.node, self.addr), *self._members()]
         self.digest = digest_of(self.view)
-        actions.append(Broadcast(encode(Heartbeat(self.node, self.local.seq, self.digest))))
+        beat = encode(Heartbeat(self.node, self.local.seq, self.digest))
+        every = self.beat_every(len(beat), len(self.view) - 1)
+        self._ticks_since_beat += 1
+        if self._ticks_since_beat >= every or self.digest != self._beat_digest:
+            self._ticks_since_beat = 0
+            self._beat_digest = self.digest
+            self.stats["beats"] += 1
+            actions.append(Broadcast(beat))
+        else:
+            self.stats["beats_skipped"] += 1
         return actions
+
+    def beat_every(self, beat_size: int, members: int) -> int:
+        """Every how many ticks to beat, with ``members`` live members hearing each beat of
+        ``beat_size`` bytes: 1 while ``members * beat_size`` per ``interval`` fits
+        ``beat_budget``, else the fewest ticks that fit it, at most :attr:`max_beat_every`
+        (then the budget is exceeded, counted in ``beats_over_budget``). A view change
+        beats at once whatever this says (:meth:`tick`)."""
+        if self.beat_budget is None or members <= 0:
+            return 1
+        needed = math.ceil(members * beat_size / (self.beat_budget * self.interval))
+        if needed > self.max_beat_every:
+            self.stats["beats_over_budget"] += 1
+            return self.max_beat_every
+        return max(1, needed)
 
     def put(self, desc: ConnDescriptor) -> list[Action]:
         """Add or replace one of this node's connections."""
@@ -530,8 +634,14 @@ class Gossip:
         return actions
 
     def _on_pull(self, p: Pull) -> list[Action]:
+        node = NodeId(p.node)
+        m = self.membership.get(node)
+        # a member's pull is first-hand news that it is alive (a newcomer hears every member
+        # this way as they learn of it, before their next beat); a stranger's is not membership
+        actions = self._heard(node, None) if m is not None and m.is_member else []
         self.stats["snapshots_served"] += 1
-        return [Send(NodeId(p.node), encode(self.local.snapshot()))]
+        actions.append(Send(node, encode(self.local.snapshot())))
+        return actions
 
     def _on_hello(self, h: Hello) -> list[Action]:
         node = NodeId(h.node)

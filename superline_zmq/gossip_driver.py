@@ -129,6 +129,7 @@ class GossipDriver:
             seeds=seeds,
             reprobe_initial=timing.reprobe_initial,
             reprobe_max=timing.reprobe_max,
+            beat_budget=timing.beat_budget,
         )
         #: The adapter seam's presence over this node's gossip.
         self.presence = GossipPresence(self.gossip, self.execute)
@@ -186,7 +187,18 @@ class GossipDriver:
                 await self._sleep(delay)
                 continue  # woken early or on time: look at the deadline again
             try:
+                over = gossip.stats["beats_over_budget"]
                 self.execute(gossip.tick())
+                if gossip.stats["beats_over_budget"] > over:
+                    self._rlog.log(
+                        logging.WARNING,
+                        "beat_budget",
+                        "node %s: %d members make beats exceed beat_budget (%s B/s) even at the longest"
+                        " beat interval; the mesh is past its size (see docs/cluster-sizing.md)",
+                        self.node,
+                        len(gossip.view) - 1,
+                        gossip.beat_budget,
+                    )
             except Exception as exc:  # a bug: say so, keep beating (peers would see a crash)
                 self._stats["tick_errors"] += 1
                 self._rlog.log(logging.ERROR, "tick", "gossip tick failed on node %s: %r", self.node, exc)

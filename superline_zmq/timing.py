@@ -9,10 +9,12 @@ usual cases, as memberlist's LAN and local configurations do:
   0.2 s, dead after 1 s, forgotten after 2 s.
 
 Failure detection takes between ``ttl`` and ``ttl + heartbeat_interval`` after a member's
-last beat; a partition that outlasted ``forget_after`` heals within about ``reprobe_max``
-(plus a beat or two) of the links coming back. Adapters, the CLI (``--timing local|lan``) and the testing kit take a
-``timing=``; the older ``heartbeat_interval=`` / ``ttl=`` keywords still work and override
-the preset (:meth:`ClusterTiming.override`).
+last beat (also when a large cluster stretches beats to keep within ``beat_budget``: the
+ticks that notice a silence stay at ``heartbeat_interval``); a partition that outlasted
+``forget_after`` heals within about ``reprobe_max`` (plus a beat or two) of the links coming
+back. Adapters, the CLI (``--timing local|lan``) and the testing kit take a ``timing=``;
+the older ``heartbeat_interval=`` / ``ttl=`` keywords still work and override the preset
+(:meth:`ClusterTiming.override`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class ClusterTiming:
     reprobe_initial: float = 1.0
     #: ... then ever more rarely (doubling, jittered), but at least this often, forever.
     reprobe_max: float = 30.0
+    #: Beats stretch (to every second tick, or more) once a node would make each member
+    #: receive more than this many bytes of beats per second; None: beat every tick.
+    #: Bytes per second, not seconds; the default keeps a 200-node mesh under 2 KiB/s.
+    beat_budget: float | None = 2048.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -65,6 +71,15 @@ class ClusterTiming:
         if not 0 < self.heartbeat_interval < self.ttl:
             raise ValueError(
                 f"need 0 < heartbeat_interval < ttl, got heartbeat_interval={self.heartbeat_interval} ttl={self.ttl}"
+            )
+        if self.beat_budget is not None and (
+            isinstance(self.beat_budget, bool)
+            or not isinstance(self.beat_budget, int | float)
+            or not math.isfinite(self.beat_budget)
+            or self.beat_budget <= 0
+        ):
+            raise ValueError(
+                f"beat_budget must be a positive number of bytes per second or None, got {self.beat_budget!r}"
             )
         if self.forget_after is not None and not self.forget_after >= self.ttl:
             raise ValueError(f"forget_after ({self.forget_after}) must be at least ttl ({self.ttl})")

@@ -1,4 +1,5 @@
-"""Convergence bounds of the gossip at 8 and 64 nodes, from bench/gossip_sim.py (pure machine, fake clock).
+"""Convergence bounds of the gossip at 8 and 64 nodes, and the steady-state cost at 200, from
+bench/gossip_sim.py (pure machine, fake clock).
 
 The bench prints the figures (and runs 200 nodes); this asserts the bounds the design
 promises, which are rounds and bytes — deterministic on a fake clock — never timings.
@@ -55,3 +56,13 @@ def test_convergence_bounds(n: int) -> None:
 def test_a_heartbeat_does_not_grow_with_the_cluster() -> None:
     small, large = simulate(8), simulate(64)
     assert small.emitted_bytes_per_node_s == large.emitted_bytes_per_node_s  # type: ignore[attr-defined]
+
+
+def test_a_200_node_mesh_costs_each_node_under_2_kib_a_second() -> None:
+    # every member hears every beat; 199 * 16 bytes a second is over the default beat_budget
+    # (2 KiB/s), so beats go every second tick and the wire carries half as many
+    net, rounds = sim.bootstrap(200)
+    assert rounds <= 3
+    quiet = sim.steady(net)
+    assert quiet.wire <= 2048, quiet
+    assert quiet.messages == 199 / 2, quiet  # beats only, every second tick: no syncs, no pulls
