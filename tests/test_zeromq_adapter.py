@@ -7,6 +7,7 @@ receive with a deadline. Raw ``zmq`` sockets play misbehaving peers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import socket
 import time
@@ -519,6 +520,35 @@ async def test_a_forgotten_peer_is_probed_at_its_router_until_something_answers(
     hello = g.decode(payload)
     assert isinstance(hello, g.Hello) and hello.node == a.id and hello.addr == a.adapter.endpoints
     assert a.stat("hellos") >= 1 and a.stat("gossip_probes") >= 1  # (a may have probed before we bound)
+
+
+async def test_stretched_beats_keep_a_real_mesh_whole_and_a_crash_is_still_seen(make_peer: MakePeer) -> None:
+    # A beat budget no beat fits: on the local() timings every node beats every second tick
+    # (0.4 s, two beats per ttl: the most beats stretch), over real sockets. Nobody is taken
+    # for dead meanwhile, and a crash is still noticed by the ticks, which stay at 0.2 s.
+    tight = dataclasses.replace(ClusterTiming.local(), beat_budget=1.0)
+    timing = {"timing": tight, "heartbeat_interval": tight.heartbeat_interval, "ttl": tight.ttl}
+    a = await make_peer(**timing)
+    b = await make_peer(a.router, **timing)
+    c = await make_peer(a.router, **timing)
+    peers = [a, b, c]
+
+    def whole() -> bool:
+        return all(p.adapter.is_alive(q.id) for p in peers for q in peers if q is not p)
+
+    await eventually(whole, 5.0)
+    beats = {p.id: (p.stat("gossip_beats"), p.stat("gossip_beats_skipped")) for p in peers}
+    deadline = asyncio.get_running_loop().time() + 10 * tight.heartbeat_interval
+    while asyncio.get_running_loop().time() < deadline:  # 2 s of stretched beats, sampled
+        assert whole(), {p.id: p.adapter.members() for p in peers}
+        await asyncio.sleep(tight.heartbeat_interval / 4)
+    for p in peers:
+        sent, skipped = (p.stat("gossip_beats") - beats[p.id][0], p.stat("gossip_beats_skipped") - beats[p.id][1])
+        assert skipped >= 3 and abs(sent - skipped) <= 2, (sent, skipped)  # about every other tick
+        assert p.stat("gossip_beats_over_budget") > 0 and p.stat("gossip_expired") == 0
+    await c.adapter.simulate_crash()
+    await eventually(lambda: not a.adapter.is_alive(c.id) and not b.adapter.is_alive(c.id), 5.0)
+    assert a.adapter.is_alive(b.id) and b.adapter.is_alive(a.id)
 
 
 # ---------------------------------------------------------------------- advertise, partitions
