@@ -19,6 +19,7 @@ from collections import Counter
 
 import msgspec
 import pytest
+from gossip_net import assert_converged, conns, join_all, members
 
 from superline_zmq.gossip import (
     Action,
@@ -96,37 +97,10 @@ def last_beat(net: FakeNet, src: str, dst: str | None = None) -> list[str]:
     return [p.node for p in g.view if p.node != src]
 
 
-def members(g: Gossip) -> list[str]:
-    """The live members ``g`` knows, itself excluded."""
-    return sorted(n for n in g.peers if g.alive(n))
-
-
-def conns(g: Gossip) -> list[str]:
-    return [d.id for d in g.replica.connections()]
-
-
-def assert_converged(net: FakeNet) -> None:
-    running = [n for n in net.nodes if n not in net.paused]
-    everything = sorted(d.id for n in running for d in net.nodes[n].local.conns.values())
-    for n in running:
-        g = net.nodes[n]
-        assert members(g) == sorted(m for m in running if m != n), f"{n} members"
-        assert sorted(conns(g)) == everything, f"{n} presence"
-        for m in running:
-            assert g.replica.seq_of(m) == net.nodes[m].local.seq, f"{n}'s seq of {m}"
-
-
 def cluster(*names: str, pubsub: bool = True, forget_after: float | None = None) -> FakeNet:
     """A converged cluster: every node joined through the first, each with one connection."""
     net = Net(pubsub=pubsub, forget_after=forget_after)
-    net.add(*names)
-    for name in names:
-        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"user-{name}", rooms=("lobby",))))
-    for name in names[1:]:
-        net.join(name, names[0])
-    net.step(2)
-    assert_converged(net)
-    return net
+    return join_all(net, names, lambda n: desc(f"{n.lower()}1", n, user=f"user-{n}", rooms=("lobby",)), steps=2)
 
 
 # ---------------------------------------------------------------- construction and codec
@@ -851,14 +825,7 @@ def _probing_cluster(*names: str, seeds: dict[str, list[str]] | None = None) -> 
 
     clock = FakeClock()
     net = FakeNet(clock, interval=INTERVAL, ttl=TTL, routed=True, make=make)
-    net.add(*names)
-    for name in names:
-        net.run(name, net[name].put(desc(f"{name.lower()}1", name, user=f"user-{name}")))
-    for name in names[1:]:
-        net.join(name, names[0])
-    net.step(3)
-    assert_converged(net)
-    return net
+    return join_all(net, names, lambda n: desc(f"{n.lower()}1", n, user=f"user-{n}"), steps=3)
 
 
 def is_converged(net: FakeNet) -> bool:

@@ -14,6 +14,7 @@ import logging
 import math
 
 import pytest
+from gossip_net import assert_converged, join_all
 
 from superline_zmq import ClusterTiming
 from superline_zmq.gossip import (
@@ -126,24 +127,7 @@ def net_with(budget: float | None, *names: str) -> FakeNet:
     def make(node: NodeId) -> Gossip:
         return Gossip(node, FakeNet.addr_of(node), clock=clock, interval=INTERVAL, ttl=TTL, beat_budget=budget)
 
-    net = FakeNet(clock, interval=INTERVAL, ttl=TTL, make=make)
-    net.add(*names)
-    for i, name in enumerate(names):
-        net.run(name, net[name].put(desc(f"{name}.{i}", name)))
-    for name in names[1:]:
-        net.join(name, names[0])
-    net.step(3)
-    assert_converged(net)
-    return net
-
-
-def assert_converged(net: FakeNet) -> None:
-    running = [n for n in net.nodes if n not in net.paused]
-    for n in running:
-        g = net.nodes[n]
-        assert sorted(m for m in g.peers if g.alive(m)) == sorted(m for m in running if m != n), n
-        for m in running:
-            assert g.replica.seq_of(m) == net.nodes[m].local.seq, (n, m)
+    return join_all(FakeNet(clock, interval=INTERVAL, ttl=TTL, make=make), names, lambda n: desc(f"{n}.1", n), steps=3)
 
 
 def beats(net: FakeNet) -> dict[NodeId, int]:
