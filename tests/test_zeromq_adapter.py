@@ -576,6 +576,35 @@ async def test_advertised_endpoints_are_what_peers_are_told() -> None:
         await zeromq_adapter(LOCAL, advertise="tcp://10.0.0.5:7001", advertise_pub="tcp://10.0.0.5:7001")
 
 
+@pytest.mark.parametrize("direction", ["in", "out"])
+async def test_zmtp_heartbeats_tear_down_a_half_open_link_from_either_end(make_peer: MakePeer, direction: str) -> None:
+    # b's SUB reaches a's XPUB through a proxy. "in" silences b -> a: only a can notice (b still
+    # hears a's beats), from the TTL b's pings carry or its own rarer pings. "out" silences
+    # a -> b: a's pings and b's go unanswered. Either way the link is torn down within about a
+    # ttl, and b's SUB reconnects once the proxy is healed. (The proxy closes both ends when one
+    # does, so which end noticed first is not observable here.)
+    router, pub = await FaultProxy().start(), await FaultProxy().start()
+    try:
+        a = await make_peer(advertise=router.endpoint, advertise_pub=pub.endpoint, start=False)
+        for proxy, key in ((router, "router"), (pub, "pub")):
+            host, _, port = a.adapter.bound_endpoints[key][len("tcp://") :].rpartition(":")
+            proxy.retarget(host, int(port))
+        await a.adapter.start(a.id, a.on_channel, a.on_direct)
+        b = await make_peer(a.router)
+        await eventually(lambda: a.adapter.is_alive(b.id) and b.adapter.is_alive(a.id))
+        await eventually(lambda: pub.active == 1)
+        closed = pub.statistics()["closed"]
+        pub.blackhole(direction)
+        await eventually(lambda: pub.statistics()["closed"] > closed, 3 * a.adapter.ttl + 2.0)
+        pub.heal(direction)
+        await b.adapter.subscribe("r:after")  # confirmed once b's SUB is connected to a's XPUB again
+        a.adapter.publish("r:after", b"through the new connection")
+        await eventually(lambda: ("r:after", b"through the new connection") in b.channel)
+    finally:
+        await router.close()
+        await pub.close()
+
+
 async def test_a_partition_through_proxies_heals_by_itself(make_peer: MakePeer) -> None:
     # Both nodes reachable only through proxies (advertise=); cut both, past forget_after:
     # each forgets the other; heal: they find each other again, presence re-pulled both ways.

@@ -19,8 +19,11 @@ override it): the beat, ``ttl``, ``forget_after``, the subscribe waits and the c
 
 Sockets (one :class:`zmq.asyncio.Context`; the adapter owns and terminates it unless you
 pass ``context=``). Every socket has explicit high-water marks (``sndhwm``/``rcvhwm``),
-``LINGER`` 0 until close, and ZMTP heartbeats (every ``heartbeat_interval``, timing out
-after ``ttl``) so a half-open TCP connection to a vanished host is torn down by ZeroMQ.
+``LINGER`` 0 until close, and ZMTP heartbeats so a half-open TCP connection to a vanished
+host is torn down by ZeroMQ on both ends within about ``ttl``: the connecting sockets (SUB,
+DEALERs) ping three times per ``ttl`` and give up after a ``ttl`` without an answer, and
+their pings tell the listening end to drop the connection after a ``ttl`` without traffic
+(``HEARTBEAT_TTL``); the listening sockets ping once per ``ttl``, for peers that do not.
 
 - **XPUB**, bound (``endpoints["pub"]``): channel publications and gossip broadcasts.
   ``XPUB_NODROP=1``: when a subscriber's queue is at its high-water mark a send fails
@@ -836,8 +839,18 @@ class ZeroMQAdapter:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, self._sndhwm)
         sock.setsockopt(zmq.RCVHWM, self._rcvhwm)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.heartbeat_interval * 1000)))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(self.ttl * 1000)))
+        ttl_ms = max(1, int(self.ttl * 1000))
+        if kind in (zmq.SUB, zmq.DEALER):
+            # The connecting side pings three times per ttl and asks the listener to drop the
+            # connection after a ttl without traffic (HEARTBEAT_TTL, carried in each PING) ...
+            sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, ttl_ms // 3))
+            sock.setsockopt(zmq.HEARTBEAT_TTL, ttl_ms)
+        else:
+            # ... so a listener pings only once per ttl: a backstop for a peer that asks nothing.
+            # Every socket pinging every beat cost 4 PINGs and 4 PONGs per member a second, more
+            # than the gossip itself (ZMTP heartbeats are per connection: 4 per member).
+            sock.setsockopt(zmq.HEARTBEAT_IVL, ttl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ttl_ms)
         if self._ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         self._secure(sock, server=server)
