@@ -45,6 +45,10 @@ The rules:
   graceful :class:`Leave` removes it at once. A dead node that beats again (a paused
   process resumed) is taken back; one that left is not (see
   :mod:`superline_zmq.membership` for every state and move).
+- **Links heal themselves.** A member that keeps reaching us directly but whose broadcasts
+  (beats, deltas) have not reached us for a ``ttl`` is alive with a broken subscription (its side refused
+  our connection once, a link died one way): we disconnect from it and connect afresh, at
+  most once per ``ttl`` (``relinks``).
 - **Partitions heal themselves.** Seeds and forgotten peers are probed again (a
   :class:`Probe`: a hello to whatever listens at that address) with capped, jittered
   backoff, forever (:mod:`superline_zmq.probes`), so two sides that forgot each other
@@ -368,6 +372,10 @@ class Gossip:
         self._last_tick: float | None = None
         self._awake_at: float | None = None  # the last tick, or the end of a stall: a longer silence is ours
         self._last_sync: float | None = None  # when we last asked a member for its view
+        #: When a broadcast (a beat, a delta) of each member last reached us, or it came back
+        #: to life; and when we last re-made our links to it because none had for a ttl.
+        self._broadcast_at: dict[NodeId, float] = {}
+        self._relinked_at: dict[NodeId, float] = {}
         #: This node's view as of its last heartbeat (itself included), and its digest.
         self.view: list[Peer] = [Peer(node, self.addr)]
         self.digest = digest_of(self.view)
@@ -382,6 +390,7 @@ class Gossip:
             "syncs": 0,
             "probes": 0,
             "evicted": 0,
+            "relinks": 0,
             "beats": 0,
             "beats_skipped": 0,
             "beats_over_budget": 0,
@@ -421,6 +430,7 @@ class Gossip:
         members.prune(now)
         for node in members.pulls_due(now, 2 * self.interval):
             actions.append(self._pull(node))
+        actions.extend(self._relink(now))
         live = [(m.node, m.addr) for m in members.members(now) if m.state is ALIVE and m.addr is not None]
         probes = self.prober.due(now, live, alone=not live)
         if probes:
@@ -440,6 +450,25 @@ class Gossip:
             actions.append(Broadcast(beat))
         else:
             self.stats["beats_skipped"] += 1
+        return actions
+
+    def _relink(self, now: float) -> list[Action]:
+        """Re-make the links to a member that is alive (it keeps talking to us directly) but
+        whose broadcasts have not reached us for a ``ttl``: our subscription to its broadcasts is
+        broken while its direct messages get through (a connection its side refused once and
+        that was never retried, a half-dead link). Without this, such a member stays alive
+        here on its direct messages alone while everything it broadcasts — presence deltas,
+        channel publications — is lost. At most once per ``ttl`` per member."""
+        actions: list[Action] = []
+        for m in self.membership.members(now):
+            if m.state is not ALIVE or m.addr is None:
+                continue
+            node = m.node
+            last = max(self._broadcast_at.get(node, m.known_since), self._relinked_at.get(node, -math.inf))
+            if now - last > self.ttl:
+                self._relinked_at[node] = now
+                self.stats["relinks"] += 1
+                actions += [Disconnect(node), Connect(node, dict(m.addr))]
         return actions
 
     def beat_every(self, beat_size: int, members: int) -> int:
@@ -505,6 +534,8 @@ class Gossip:
         if self._awake_at is not None and now - self._awake_at > self.ttl:
             self.stats["stalls"] += 1
             self.membership.stalled(now)
+            for node in self._broadcast_at:  # their broadcasts get a fresh ttl as well
+                self._broadcast_at[node] = now
             self._awake_at = now
             for node in self.replica.nodes():
                 if node != self.node and node not in self._shown and self.membership.alive(node, now):
@@ -586,6 +617,7 @@ class Gossip:
         node = NodeId(d.node)
         if self.membership.is_left(node):
             return []
+        self._broadcast_at[node] = self._clock()
         actions = self._heard(node, None)
         update = self.replica.apply(d)
         self._note(update.diff)
@@ -602,6 +634,7 @@ class Gossip:
         node = NodeId(hb.node)
         if self.membership.is_left(node):
             return []
+        self._broadcast_at[node] = self._clock()
         actions = self._heard(node, None)
         m = self.membership.get(node)
         if m is None or not m.is_member:
@@ -682,6 +715,8 @@ class Gossip:
     def _heard(self, node: NodeId, addr: Addr | None, *, hello: bool = False) -> list[Action]:
         """``node`` spoke to us: it is alive; connect and pull if it is a new member."""
         now = self._clock()
+        if not self.membership.alive(node, now):
+            self._broadcast_at[node] = now  # (back) to life: its broadcasts get a ttl to reach us
         admission = self.membership.heard(node, now, addr, hello=hello)
         if admission is not Admission.IGNORED:
             self.replica.heard(node)  # holds its slice from now on (topology lists it)
@@ -711,6 +746,8 @@ class Gossip:
 
     def _forget_slice(self, node: NodeId, connected: bool) -> list[Action]:
         """``node`` left or was forgotten: drop its slice, and disconnect if we were connected."""
+        self._broadcast_at.pop(node, None)
+        self._relinked_at.pop(node, None)
         if self.replica.known(node):
             self._note(self.replica.forget(node).diff)
         self._shown.discard(node)
@@ -720,6 +757,16 @@ class Gossip:
     def _members(self) -> list[Peer]:
         now = self._clock()
         return [Peer(m.node, m.addr) for m in self.membership.members(now) if m.state is ALIVE and m.addr is not None]
+
+    def heard_from(self, node: NodeId) -> list[Action]:
+        """``node`` reached us outside gossip (a direct message): first-hand news that it is
+        alive, as any gossip message from it would be. Only for a member we can address;
+        anyone else is left to its own hello."""
+        m = self.membership.get(node)
+        if m is None or not m.is_member:
+            return []
+        self.refresh()
+        return self._heard(node, None)
 
     def alive(self, node: NodeId) -> bool:
         """Whether ``node`` is a live member (this node always is)."""

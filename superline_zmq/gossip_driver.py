@@ -271,6 +271,11 @@ class GossipDriver:
         finally:
             self._emitting = False
 
+    def heard_from(self, node: NodeId) -> None:
+        """``node`` reached us outside gossip: it is alive (:meth:`Gossip.heard_from`)."""
+        if not self._closed:
+            self.execute(self.gossip.heard_from(node))
+
     def evict(self, node: NodeId) -> None:
         """Drop ``node`` at once, as if it had left (:meth:`Gossip.evict`): its key was revoked."""
         self.execute(self.gossip.evict(node))

@@ -224,6 +224,7 @@ def test_own_echoed_messages_are_ignored() -> None:
         "syncs": 0,
         "probes": 0,
         "evicted": 0,
+        "relinks": 0,
         "beats": 1,
         "beats_skipped": 0,
         "beats_over_budget": 0,

@@ -10,6 +10,7 @@ node ids shaped like real ones (16 hex digits) so beats take their compact form.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -19,6 +20,8 @@ from gossip_net import assert_converged, join_all
 from superline_zmq import ClusterTiming
 from superline_zmq.gossip import (
     COMPACT_BEAT,
+    Connect,
+    Disconnect,
     Gossip,
     GossipError,
     Heartbeat,
@@ -276,3 +279,52 @@ async def test_a_driver_over_the_budget_warns(caplog: pytest.LogCaptureFixture) 
     finally:
         for d in drivers:
             await d.close(leave=False)
+
+
+# ---------------------------------------------------------------- links that broke one way
+def test_a_member_heard_only_directly_for_a_ttl_gets_its_links_remade_once_per_ttl() -> None:
+    # B's broadcasts stop reaching A (a subscription its side refused once and nobody retried)
+    # while B keeps talking to A directly: A would keep B alive on that alone and lose every
+    # presence delta and publication B broadcasts. A re-makes its links to B instead.
+    net = net_with(None, N0, N1, N2)
+    a, b = net[N0], NodeId(N1)
+    cut = net.drop(lambda src, dst, msg: src == b and dst == N0 and isinstance(msg, Heartbeat | Delta))
+    relinked: list[float] = []
+    cut_at = net.clock()
+    for _ in range(int(3 * TTL / INTERVAL)):
+        a.receive(encode(Pull(N1)))  # B asks A for its slice every beat: first-hand, direct
+        net.step()
+        if [x for x in net.did(N0, since=net.clock()) if isinstance(x, Connect | Disconnect)]:
+            relinked.append(net.clock())
+        assert a.alive(b)
+    assert a.stats["relinks"] == len(relinked) >= 2
+    assert all(later - earlier > TTL for earlier, later in itertools.pairwise(relinked))  # once per ttl
+    assert relinked[0] - cut_at <= TTL + 2 * INTERVAL  # the first a ttl (and a tick) after its last beat
+    net.heal(cut)
+    net.step(2)
+    before = a.stats["relinks"]
+    net.step(int(3 * TTL / INTERVAL))
+    assert a.stats["relinks"] == before  # its beats arrive again: nothing more to mend
+    assert_converged(net)
+
+
+def test_a_healthy_mesh_and_a_member_back_from_the_dead_are_never_relinked() -> None:
+    net = net_with(40.0, N0, N1, N2, N3, N4)  # stretched beats: every second tick
+    net.step(30)
+    net.paused.add(NodeId(N2))
+    net.step(int(TTL / INTERVAL) + 2)
+    net.paused.discard(NodeId(N2))
+    net.step(10)
+    assert_converged(net)
+    assert all(g.stats["relinks"] == 0 for g in net.nodes.values())
+
+
+def test_a_direct_message_outside_gossip_is_news_that_a_member_is_alive() -> None:
+    net = net_with(None, N0, N1, N2)
+    a = net[N0]
+    net.paused.add(NodeId(N1))
+    net.step(int(TTL / INTERVAL) + 1)
+    assert not a.alive(NodeId(N1))
+    net.paused.discard(NodeId(N1))
+    assert a.heard_from(NodeId(N1)) == [] and a.alive(NodeId(N1))  # it called us: alive, links kept
+    assert a.heard_from(NodeId(N4)) == [] and NodeId(N4) not in a.peers  # a stranger: not membership
