@@ -396,3 +396,30 @@ async def test_nodes_sharing_one_identity_find_each_other(make_peer: MakePeer, k
     await eventually(lambda: a.live() == {b.id} and b.live() == {a.id})
     assert a.adapter.send(b.id, b"same key")
     await eventually(lambda: b.direct == [(a.id, b"same key")])
+
+
+async def test_a_refused_node_retries_on_its_own_with_backoff_and_late_hellos_do_not_readmit_it(
+    make_peer: MakePeer, keys: list[tuple[bytes, bytes]]
+) -> None:
+    from superline_zmq import ClusterTiming
+    from superline_zmq.gossip import Hello, encode
+
+    timing = ClusterTiming(heartbeat_interval=0.05, ttl=0.5, reprobe_initial=0.1, reprobe_max=0.4)
+    a = await make_peer(curve=config(keys, 0, [0, 1]), timing=timing)
+    b = await make_peer(a.router, curve=config(keys, 1, [0, 1]), timing=timing)
+    await eventually(lambda: a.live() == {b.id} and b.live() == {a.id})
+
+    change = await a.adapter.reload_allowed([keys[0][0]])  # b's key removed at a: b is evicted
+    assert change.evicted == (b.id,)
+    # a hello b sent before the eviction and read after it does not bring b back
+    a.adapter._on_router_message([b"id", b"g", b.id.encode(), a.id.encode(), encode(Hello(b.id, b.adapter.endpoints))])
+    assert a.stat("evicted_dropped") == 1 and b.id not in a.live()
+    # a refuses b from now on; b keeps trying on its own, ever more rarely, counted
+    await eventually(lambda: b.stat("refused_retries") >= 3, 10.0)
+    assert b.id not in a.live()
+
+    await a.adapter.reload_allowed([keys[0][0], keys[1][0]])  # restored: b is a member again
+    await eventually(lambda: a.live() == {b.id} and b.live() == {a.id}, 10.0)
+    await b.adapter.subscribe("r:back")  # confirmed once b's new SUB is subscribed at a
+    a.adapter.publish("r:back", b"welcome back")
+    await eventually(lambda: ("r:back", b"welcome back") in b.channel)

@@ -181,9 +181,33 @@ def test_a_revoked_key_drops_its_node_within_a_beat_or_two_and_restoring_it_brin
         local.keys.allow("node2")
         await asyncio.gather(local.reload(0), local.reload(1))
         await local.wait_converged(timeout=15)
+        await links_in_force(cluster, [0, 1, 2])
         await everyone_reaches_everyone(cluster, [0, 1, 2], "b")
 
     run(scenario)
+
+
+async def links_in_force(cluster: ProcessPresenceCluster, nodes: list[int]) -> None:
+    """Wait (bounded) until every node's room broadcasts reach a user on every node.
+
+    After a key is restored the node that was refused reconnects its SUBs (when a member
+    calls it, or on its own with backoff), and the others reconnect to it; a publication
+    sent before a new SUB's subscriptions reach the publisher is lost, as on any new PUB/SUB
+    connection. So "nothing lost" is asserted only once every path has carried a marker.
+    """
+    users = [await cluster.user(j, f"sync{j}", rooms="sync") for j in nodes]
+    for k in nodes:
+        admin = await cluster.admin(k)
+        for attempt in range(50):
+            text = f"sync from {k} #{attempt}"
+            await admin.call("broadcast", {"room": "sync", "text": text})
+            if all([await _heard(u, text, 0.2) for u in users]):
+                break
+        else:
+            nodes_ = enumerate(cluster.local.nodes)
+            logs = "\n".join(f"node {n} ({cluster.node_id(n)}):\n{node.stderr(30)}" for n, node in nodes_)
+            last = [u.notices[-1:] for u in users]
+            raise AssertionError(f"node {k}'s broadcasts never reached every node: {last}\n{logs}")
 
 
 async def _grew(admin: Admin, key: str, before: int) -> bool:

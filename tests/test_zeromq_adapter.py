@@ -597,12 +597,26 @@ async def test_zmtp_heartbeats_tear_down_a_half_open_link_from_either_end(make_p
         pub.blackhole(direction)
         await eventually(lambda: pub.statistics()["closed"] > closed, 3 * a.adapter.ttl + 2.0)
         pub.heal(direction)
-        await b.adapter.subscribe("r:after")  # confirmed once b's SUB is connected to a's XPUB again
-        a.adapter.publish("r:after", b"through the new connection")
-        await eventually(lambda: ("r:after", b"through the new connection") in b.channel)
+        # b's SUB connects again (a handshake begun in the dark is given up after HANDSHAKE_IVL)
+        # and subscribes: a's publications reach it again (bounded: 100 markers, 10 s at most)
+        await b.adapter.subscribe("r:after")
+        for attempt in range(100):
+            a.adapter.publish("r:after", b"marker %d" % attempt)
+            if await _within(lambda attempt=attempt: ("r:after", b"marker %d" % attempt) in b.channel, 0.1):
+                break
+        else:
+            raise AssertionError(f"a's publications never reached b again: {pub.statistics()}")
     finally:
         await router.close()
         await pub.close()
+
+
+async def _within(predicate: Callable[[], bool], timeout: float) -> bool:
+    try:
+        await eventually(predicate, timeout)
+    except AssertionError:
+        return False
+    return True
 
 
 async def test_a_partition_through_proxies_heals_by_itself(make_peer: MakePeer) -> None:

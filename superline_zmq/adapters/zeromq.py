@@ -119,7 +119,10 @@ it never becomes a member, hears nothing and delivers nothing; each refusal is c
 reports about one plain attempt in five only as a handshake broken off, which counts in
 ``handshake_failed``: a CURVE peer giving up mid-handshake looks the same).
 :meth:`ZeroMQAdapter.reload_allowed` applies a new allow list without a restart; see
-it for how removed keys lose their existing connections. Without ``curve``, the node
+it for how removed keys lose their existing connections. A node refused by a member
+(its key was removed there) reconnects to it when the member next calls it, and on its
+own with the re-probing backoff, so it is back within about ``reprobe_max`` of the key
+being restored even if nobody calls it. Without ``curve``, the node
 logs a warning at start: anyone who reaches its ports can join.
 
 Counters (:meth:`ZeroMQAdapter.statistics`): ``published`` / ``publish_dropped_hwm``;
@@ -136,7 +139,10 @@ message, ``bad_gossip`` among them); ``handler_errors`` (a callback raised);
 and refused, plus plain-ZMTP peers refused), ``handshake_failed`` (any other failed
 handshake: a wrong server key, a peer hanging up mid-handshake, garbage),
 ``peer_key_refused`` (members not connected to:
-key not allowed), ``refused_by_peer`` (a member refused our key), ``allowed_keys``,
+key not allowed), ``refused_by_peer`` (a member refused our key), ``refused_retries``
+(reconnections to such a member on our own, in case it admits us again),
+``evicted_dropped`` (direct messages from a node evicted for its key, read after the
+eviction), ``allowed_keys``,
 ``allow_reloads``, ``listener_rebinds``; and the gossip state machine's own, prefixed
 ``gossip_``.
 """
@@ -148,6 +154,7 @@ import contextlib
 import errno
 import functools
 import logging
+import random
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -418,6 +425,8 @@ class ZeroMQAdapter:
             "allow_reloads": 0,
             "listener_rebinds": 0,
             "refused_by_peer": 0,
+            "refused_retries": 0,
+            "evicted_dropped": 0,
         }
         #: This node's CURVE keys and allow list (None: the transport is unauthenticated).
         self.curve = curve
@@ -430,6 +439,9 @@ class ZeroMQAdapter:
         self._refused_peers: dict[NodeId, Addr] = {}  # members not connected to: key not allowed
         self._evicted: dict[NodeId, Addr] = {}  # members dropped for a removed key, while it stays removed
         self._refused_by: dict[bytes, NodeId] = {}  # members that refused our key: reconnect when they call
+        #: ... or on our own, with backoff (a pending retry and the next delay, by member)
+        self._refused_retry: dict[NodeId, asyncio.TimerHandle] = {}
+        self._refused_delay: dict[NodeId, float] = {}
         self._dealer_monitors: dict[NodeId, zmq.asyncio.Socket] = {}  # with CURVE (see _watch_dealer)
         self._pub_keys: dict[str, str] = {}  # PUB endpoint -> the server key our SUB connected with
         self._own_ctx = context is None
@@ -647,6 +659,9 @@ class ZeroMQAdapter:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
+            for retry in self._refused_retry.values():
+                retry.cancel()
+            self._refused_retry.clear()
             for conf in self._tokens.values():
                 conf.event.set()
             for _, conf in self._join_tokens.values():
@@ -851,6 +866,9 @@ class ZeroMQAdapter:
             # than the gossip itself (ZMTP heartbeats are per connection: 4 per member).
             sock.setsockopt(zmq.HEARTBEAT_IVL, ttl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ttl_ms)
+        # a handshake whose bytes were lost (a link that went dark mid-connect) is given up
+        # after this, not libzmq's 30 s, so a healed link is used again within a beat or two
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(ttl_ms, 2000))
         if self._ipv6:
             sock.setsockopt(zmq.IPV6, 1)
         self._secure(sock, server=server)
@@ -1073,6 +1091,10 @@ class ZeroMQAdapter:
     def _disconnect(self, node: NodeId) -> None:
         self._member_keys.pop(node, None)
         self._refused_by.pop(node.encode(), None)  # any new connection to it is made afresh
+        retry = self._refused_retry.pop(node, None)
+        if retry is not None:
+            retry.cancel()
+        self._refused_delay.pop(node, None)
         self._dealer_sync.pop(node, None)
         self._unwatch_dealer(node)
         dealer = self._dealers.pop(node, None)
@@ -1265,6 +1287,7 @@ class ZeroMQAdapter:
         )
         for node in nodes:
             self._refused_by[node.encode()] = node
+            self._schedule_refused_retry(node)
 
     def _on_dealer_refused(self, node: NodeId) -> None:
         """``node``'s ROUTER refused our key: reconnect to it when it calls us (as for the SUB)."""
@@ -1279,13 +1302,37 @@ class ZeroMQAdapter:
             self.curve.fingerprint if self.curve is not None else "?",
         )
         self._refused_by[node.encode()] = node
+        self._schedule_refused_retry(node)
 
     def _retry_refused(self, node: NodeId) -> None:
         """``node`` called us after refusing our key: it admits us now, so connect to it afresh."""
         addr = self._peer_addr(node)
         if addr is not None and not self._closed:
             log.info("node %s: %s admits this node now; reconnecting to it", self.node, node)
-            self._connect(node, addr)
+            self._connect(node, addr)  # forgets any retry scheduled: admitted
+
+    def _schedule_refused_retry(self, node: NodeId) -> None:
+        """Reconnect to a member that refused our key on our own, after a backoff (the
+        re-probing one: ``reprobe_initial`` doubling to ``reprobe_max``, jittered), in case
+        it admits us again before it has anything to tell us: until then its beats cannot
+        reach us and it looks dead here. Refused again, the next try waits longer."""
+        if node in self._refused_retry or self._closed:
+            return
+        timing = self.timing
+        delay = self._refused_delay.get(node, timing.reprobe_initial)
+        self._refused_delay[node] = min(2 * delay, timing.reprobe_max)
+        loop = asyncio.get_running_loop()
+        self._refused_retry[node] = loop.call_later(delay * random.uniform(0.8, 1.2), self._refused_retry_due, node)
+
+    def _refused_retry_due(self, node: NodeId) -> None:
+        self._refused_retry.pop(node, None)
+        if self._closed or self._refused_by.pop(node.encode(), None) is None:
+            return  # it called us meanwhile (reconnected), or it is gone
+        delay = self._refused_delay.get(node)
+        self._stats["refused_retries"] += 1
+        self._retry_refused(node)
+        if delay is not None:
+            self._refused_delay[node] = delay  # kept across the reconnect, in case it refuses again
 
     def _peer_addr(self, node: NodeId) -> Addr | None:
         driver = self._driver
@@ -1397,10 +1444,21 @@ class ZeroMQAdapter:
             self._bad("router", "dropped a %d-frame direct message", len(frames) - 1)
             return
         _, kind, sender, target, payload = frames
+        if self._evicted and sender.decode(errors="replace") in self._evicted:
+            # sent before its key was removed and read after (reload_allowed awaits the
+            # listeners' rebind): a late hello must not bring an evicted node back
+            self._stats["evicted_dropped"] += 1
+            return
         if self._refused_by:
             refused = self._refused_by.pop(sender, None)
             if refused is not None:
                 self._retry_refused(refused)
+                if self._driver is not None:
+                    # Its beats could not reach us while it refused our SUB, so it may be dead
+                    # here by now; this message is first-hand news that it is not, and what we
+                    # send back (the answer to a request it relays) must not be dropped as
+                    # going to a dead node while the new SUB waits for its next beat.
+                    self._driver.heard_from(refused)
         if kind == KIND_GOSSIP:
             if target and target != self._node_b:
                 self._misrouted(target)
