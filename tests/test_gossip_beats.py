@@ -203,21 +203,6 @@ def test_a_view_change_beats_at_the_next_tick_whatever_the_schedule() -> None:
     assert sum(g.stats["syncs"] for g in net.nodes.values()) - syncs == 3 + 2
 
 
-def test_a_members_pull_is_news_that_it_is_alive_and_a_strangers_is_not_membership() -> None:
-    net = net_with(None, N0, N1, N2)
-    a = net[N0]
-    net.paused.add(NodeId(N1))
-    net.step(int(TTL / INTERVAL) + 1)
-    assert not a.alive(NodeId(N1))
-    net.paused.discard(NodeId(N1))
-    actions = a.receive(encode(Pull(N1)))
-    assert a.alive(NodeId(N1))  # it asked us directly: it is alive
-    assert [type(x).__name__ for x in actions] == ["Send"]
-    actions = a.receive(encode(Pull(N4)))
-    assert [type(x).__name__ for x in actions] == ["Send"]  # answered, as anyone who asks directly
-    assert NodeId(N4) not in a.peers and not a.alive(NodeId(N4))
-
-
 def test_a_lost_last_delta_is_repaired_by_the_next_stretched_beat() -> None:
     net = net_with(40.0, N0, N1, N2, N3, N4)
     lost = net.drop(lambda src, dst, msg: isinstance(msg, Delta) and dst == N1)
@@ -319,12 +304,21 @@ def test_a_healthy_mesh_and_a_member_back_from_the_dead_are_never_relinked() -> 
     assert all(g.stats["relinks"] == 0 for g in net.nodes.values())
 
 
-def test_a_direct_message_outside_gossip_is_news_that_a_member_is_alive() -> None:
+@pytest.mark.parametrize("how", ["pull", "direct"])
+def test_first_hand_news_outside_beats_brings_a_dead_member_back_and_a_stranger_stays_out(how: str) -> None:
+    # a member's pull of our slice (a gossip message), or a direct message outside gossip
+    # (Gossip.heard_from: the adapter's call from a member): either is first-hand
     net = net_with(None, N0, N1, N2)
     a = net[N0]
     net.paused.add(NodeId(N1))
     net.step(int(TTL / INTERVAL) + 1)
     assert not a.alive(NodeId(N1))
     net.paused.discard(NodeId(N1))
-    assert a.heard_from(NodeId(N1)) == [] and a.alive(NodeId(N1))  # it called us: alive, links kept
-    assert a.heard_from(NodeId(N4)) == [] and NodeId(N4) not in a.peers  # a stranger: not membership
+
+    def news(node: str) -> list[str]:
+        actions = a.receive(encode(Pull(node))) if how == "pull" else a.heard_from(NodeId(node))
+        return [type(x).__name__ for x in actions]
+
+    answer = ["Send"] if how == "pull" else []  # a pull is answered, whoever asks directly
+    assert news(N1) == answer and a.alive(NodeId(N1))  # it reached us: alive, its links kept
+    assert news(N4) == answer and NodeId(N4) not in a.peers and not a.alive(NodeId(N4))  # not membership
