@@ -104,6 +104,7 @@ from superline_zmq.presence import (
     UserPresence,
 )
 from superline_zmq.probes import Prober
+from superline_zmq.timing import check_beat_budget
 
 __all__ = [
     "Action",
@@ -183,7 +184,12 @@ _decoder = msgspec.msgpack.Decoder(Message)
 #: The first byte of a compact heartbeat. A MessagePack message here is a tagged array
 #: (0x90-0x9f, 0xdc, 0xdd), so a positive fixint in front is never mistaken for one.
 COMPACT_BEAT = 0x01
+_COMPACT_PREFIX = bytes((COMPACT_BEAT,))
 DIGEST_BITS = 48
+_DIGEST_BYTES = DIGEST_BITS // 8
+_NODE_BYTES = 8  # our node ids: 16 hex digits
+_SEQ_AT = 1 + _NODE_BYTES + _DIGEST_BYTES  # where the varint sequence starts
+_SEQ_MAX_BYTES = 10  # a 64-bit LEB128
 _HEX = frozenset(string.hexdigits.lower())
 
 
@@ -205,11 +211,16 @@ def encode_beat(hb: Heartbeat) -> bytes:
     reads both.
     """
     node, seq, digest = hb.node, hb.seq, hb.digest
-    if len(node) != 16 or not _HEX.issuperset(node) or not 0 <= digest < 1 << DIGEST_BITS or not 0 <= seq < 1 << 64:
+    if (
+        len(node) != 2 * _NODE_BYTES
+        or not _HEX.issuperset(node)
+        or not 0 <= digest < 1 << DIGEST_BITS
+        or not 0 <= seq < 1 << 64
+    ):
         return _encoder.encode(hb)
-    out = bytearray((COMPACT_BEAT,))
+    out = bytearray(_COMPACT_PREFIX)
     out += bytes.fromhex(node)
-    out += digest.to_bytes(6, "big")
+    out += digest.to_bytes(_DIGEST_BYTES, "big")
     while seq >= 0x80:
         out.append((seq & 0x7F) | 0x80)
         seq >>= 7
@@ -218,20 +229,22 @@ def encode_beat(hb: Heartbeat) -> bytes:
 
 
 def _decode_beat(data: bytes) -> Heartbeat:
-    if len(data) < 16 or len(data) > 25:
-        raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): expected 16 to 25")
+    lo, hi = _SEQ_AT + 1, _SEQ_AT + _SEQ_MAX_BYTES
+    if not lo <= len(data) <= hi:
+        raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): expected {lo} to {hi}")
     seq = shift = 0
-    for i, byte in enumerate(data[15:]):
+    for i, byte in enumerate(data[_SEQ_AT:]):
         seq |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
-            if 15 + i + 1 != len(data):
+            if _SEQ_AT + i + 1 != len(data):
                 raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): bytes after the sequence")
             if i and not byte:
                 raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): overlong sequence")
             if seq >= 1 << 64:
                 raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): sequence over 64 bits")
-            return Heartbeat(data[1:9].hex(), seq, int.from_bytes(data[9:15], "big"))
+            node, digest = data[1 : 1 + _NODE_BYTES], data[1 + _NODE_BYTES : _SEQ_AT]
+            return Heartbeat(node.hex(), seq, int.from_bytes(digest, "big"))
     raise GossipError(f"malformed compact heartbeat ({len(data)} bytes): truncated sequence")
 
 
@@ -244,7 +257,7 @@ def digest_of(view: list[Peer]) -> int:
 
 def decode(data: bytes) -> Message:
     """Decode a gossip message; raises :class:`GossipError` on anything malformed."""
-    if data[:1] == b"\x01":
+    if data[:1] == _COMPACT_PREFIX:
         return _decode_beat(data)
     try:
         msg: Message = _decoder.decode(data)  # typed or Any, by msgspec release: both check
@@ -332,8 +345,7 @@ class Gossip:
     ) -> None:
         if not 0 < interval < ttl:
             raise ValueError(f"need 0 < interval < ttl, got interval={interval} ttl={ttl}")
-        if beat_budget is not None and not (math.isfinite(beat_budget) and beat_budget > 0):
-            raise ValueError(f"beat_budget must be a positive number of bytes per second or None, got {beat_budget}")
+        check_beat_budget(beat_budget)
         self.beat_budget = beat_budget
         #: The most ticks between two beats: two beats always fit in ``ttl``.
         self.max_beat_every = max(1, int(ttl / (2 * interval)))
@@ -430,15 +442,15 @@ class Gossip:
         members.prune(now)
         for node in members.pulls_due(now, 2 * self.interval):
             actions.append(self._pull(node))
-        actions.extend(self._relink(now))
         live = [(m.node, m.addr) for m in members.members(now) if m.state is ALIVE and m.addr is not None]
+        actions.extend(self._relink(now, live))
         probes = self.prober.due(now, live, alone=not live)
         if probes:
             hello = self.hello()
             for t in probes:
                 self.stats["probes"] += 1
                 actions.append(Probe(t.node, dict(t.addr), hello))
-        self.view = [Peer(self.node, self.addr), *self._members()]
+        self.view = [Peer(self.node, self.addr), *(Peer(node, addr) for node, addr in live)]
         self.digest = digest_of(self.view)
         beat = encode(Heartbeat(self.node, self.local.seq, self.digest))
         every = self.beat_every(len(beat), len(self.view) - 1)
@@ -452,7 +464,7 @@ class Gossip:
             self.stats["beats_skipped"] += 1
         return actions
 
-    def _relink(self, now: float) -> list[Action]:
+    def _relink(self, now: float, live: list[tuple[NodeId, Addr]]) -> list[Action]:
         """Re-make the links to a member that is alive (it keeps talking to us directly) but
         whose broadcasts have not reached us for a ``ttl``: our subscription to its broadcasts is
         broken while its direct messages get through (a connection its side refused once and
@@ -460,15 +472,13 @@ class Gossip:
         here on its direct messages alone while everything it broadcasts — presence deltas,
         channel publications — is lost. At most once per ``ttl`` per member."""
         actions: list[Action] = []
-        for m in self.membership.members(now):
-            if m.state is not ALIVE or m.addr is None:
-                continue
-            node = m.node
-            last = max(self._broadcast_at.get(node, m.known_since), self._relinked_at.get(node, -math.inf))
+        for node, addr in live:
+            # (every live member has an entry: _heard makes one as it comes to life)
+            last = max(self._broadcast_at.setdefault(node, now), self._relinked_at.get(node, -math.inf))
             if now - last > self.ttl:
                 self._relinked_at[node] = now
                 self.stats["relinks"] += 1
-                actions += [Disconnect(node), Connect(node, dict(m.addr))]
+                actions += [Disconnect(node), Connect(node, dict(addr))]
         return actions
 
     def beat_every(self, beat_size: int, members: int) -> int:
@@ -668,10 +678,9 @@ class Gossip:
 
     def _on_pull(self, p: Pull) -> list[Action]:
         node = NodeId(p.node)
-        m = self.membership.get(node)
         # a member's pull is first-hand news that it is alive (a newcomer hears every member
         # this way as they learn of it, before their next beat); a stranger's is not membership
-        actions = self._heard(node, None) if m is not None and m.is_member else []
+        actions = self._heard_member(node)
         self.stats["snapshots_served"] += 1
         actions.append(Send(node, encode(self.local.snapshot())))
         return actions
@@ -762,11 +771,13 @@ class Gossip:
         """``node`` reached us outside gossip (a direct message): first-hand news that it is
         alive, as any gossip message from it would be. Only for a member we can address;
         anyone else is left to its own hello."""
-        m = self.membership.get(node)
-        if m is None or not m.is_member:
-            return []
         self.refresh()
-        return self._heard(node, None)
+        return self._heard_member(node)
+
+    def _heard_member(self, node: NodeId) -> list[Action]:
+        """First-hand news from ``node`` that is not a beat: it is alive if it is a member."""
+        m = self.membership.get(node)
+        return self._heard(node, None) if m is not None and m.is_member else []
 
     def alive(self, node: NodeId) -> bool:
         """Whether ``node`` is a live member (this node always is)."""

@@ -26,6 +26,14 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def check_beat_budget(value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is None or a positive, finite number of bytes per second."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"beat_budget must be a positive number of bytes per second or None, got {value!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ClusterTiming:
     """How often members beat, when a silent one is dead and forgotten, and the adapters' waits.
@@ -72,15 +80,7 @@ class ClusterTiming:
             raise ValueError(
                 f"need 0 < heartbeat_interval < ttl, got heartbeat_interval={self.heartbeat_interval} ttl={self.ttl}"
             )
-        if self.beat_budget is not None and (
-            isinstance(self.beat_budget, bool)
-            or not isinstance(self.beat_budget, int | float)
-            or not math.isfinite(self.beat_budget)
-            or self.beat_budget <= 0
-        ):
-            raise ValueError(
-                f"beat_budget must be a positive number of bytes per second or None, got {self.beat_budget!r}"
-            )
+        check_beat_budget(self.beat_budget)
         if self.forget_after is not None and not self.forget_after >= self.ttl:
             raise ValueError(f"forget_after ({self.forget_after}) must be at least ttl ({self.ttl})")
         if self.subscribe_timeout <= 0 or self.subscribe_retry <= 0:
